@@ -1,0 +1,286 @@
+"""Real Gunicorn servers for the tests, each in its own cached virtualenv, the way an application runs beside the Agent.
+
+A virtualenv per (Python, Gunicorn version, setproctitle or not) is created once under `<repo>/.cache/` and reused;
+a file lock makes concurrent test processes wait for one another instead of installing twice. Servers bind to
+loopback only, run in their own session so that everything they fork can be killed at the end, and are waited on
+with bounded polls, never fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+APPS = Path(__file__).resolve().parent / 'apps'
+CACHE = Path(os.environ.get('GUNICORN_TEST_CACHE', REPO / '.cache'))
+
+# The oldest release users still run, the last before the control socket, and the newest.
+GUNICORN_VERSIONS = ('20.1.0', '23.0.0', '27.0.1')
+NEWEST = GUNICORN_VERSIONS[-1]
+
+_started_groups: set[int] = set()
+
+
+class TimeoutExpired(AssertionError):
+    pass
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 15.0, what: str = 'condition', interval: float = 0.02):
+    """Poll until `predicate()` is truthy and return its value; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutExpired('timed out after %.1fs waiting for %s' % (timeout, what))
+        time.sleep(interval)
+
+
+def _base_python() -> str:
+    # Build the application's virtualenv from the interpreter under the test virtualenv, not from the test
+    # virtualenv itself: the application must not see the check's packages.
+    return getattr(sys, '_base_executable', None) or sys.executable
+
+
+def gunicorn_venv(version: str = NEWEST, setproctitle: bool = True) -> Path:
+    """Return a virtualenv with gunicorn==version (and setproctitle unless asked not to), creating it once."""
+    tag = 'py%d.%d-gunicorn-%s%s' % (sys.version_info[0], sys.version_info[1], version, '' if setproctitle else '-notitle')
+    venv = CACHE / 'venvs' / tag
+    ready = venv / '.ready'
+    if ready.exists():
+        return venv
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ('.%s.lock' % tag), 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if ready.exists():
+            return venv
+        subprocess.run([_base_python(), '-m', 'venv', '--clear', str(venv)], check=True, timeout=300)
+        packages = ['gunicorn==%s' % version]
+        if setproctitle:
+            packages.append('setproctitle')
+        if version.startswith('20.'):
+            # 20.x loads workers through pkg_resources, which newer setuptools no longer ships.
+            packages.append('setuptools<70')
+        subprocess.run(
+            [str(venv / 'bin' / 'python'), '-m', 'pip', 'install', '-q', '--disable-pip-version-check', *packages],
+            check=True,
+            timeout=600,
+        )
+        ready.write_text(version)
+    return venv
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def proc_title(proc: psutil.Process) -> str:
+    """The process title as `ps` shows it (arguments joined), or '' when the process is gone."""
+    try:
+        return ' '.join(a for a in proc.cmdline() if a)
+    except psutil.Error:
+        return ''
+
+
+class Gunicorn:
+    """One Gunicorn master started from its own virtualenv, bound to loopback, stopped with everything it forked."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        version: str = NEWEST,
+        name: str | None = 'gtest',
+        workers: int = 2,
+        args: tuple[str, ...] | list[str] = (),
+        app: str = 'app:app',
+        setproctitle: bool = True,
+        bind: str | None = None,
+        env: dict[str, str] | None = None,
+    ):
+        self.tmp_path = Path(tmp_path)
+        self.version = version
+        self.name = name
+        self.workers = workers
+        self.args = list(args)
+        self.app = app
+        self.setproctitle = setproctitle
+        self.port = None if bind else free_port()
+        self.bind = bind or '127.0.0.1:%d' % self.port
+        self.extra_env = env or {}
+        self.error_log = self.tmp_path / 'error.log'
+        self.access_log = self.tmp_path / 'access.log'
+        self.output = self.tmp_path / 'gunicorn.out'
+        self.proc: subprocess.Popen | None = None
+        self.venv = gunicorn_venv(version, setproctitle)
+
+    # Lifecycle
+
+    def command(self) -> list[str]:
+        cmd = [str(self.venv / 'bin' / 'gunicorn'), '--chdir', str(APPS), '-b', self.bind, '-w', str(self.workers)]
+        if self.name is not None:
+            cmd += ['-n', self.name]
+        cmd += ['--error-logfile', str(self.error_log), '--access-logfile', str(self.access_log)]
+        return cmd + self.args + [self.app]
+
+    def start(self, wait: bool = True) -> Gunicorn:
+        self.tmp_path.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.pop('PYTHONPATH', None)
+        # Keep each server's default control-socket path private to the test that started it.
+        runtime = self.tmp_path / 'runtime'
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        env['XDG_RUNTIME_DIR'] = str(runtime)
+        env.update(self.extra_env)
+        with open(self.output, 'ab') as out:
+            self.proc = subprocess.Popen(
+                self.command(), stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=self.tmp_path
+            )
+        _started_groups.add(self.proc.pid)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, workers: int | None = None, timeout: float = 30.0) -> None:
+        expected = self.workers if workers is None else workers
+        if self.setproctitle:
+            wait_for(lambda: self.master_title_set(), timeout, 'the master title of %s' % self.describe())
+        wait_for(lambda: len(self.worker_pids()) == expected, timeout, '%d workers of %s' % (expected, self.describe()))
+        if self.port:
+            wait_for(self._accepts, timeout, 'port %s to accept' % self.port)
+
+    def describe(self) -> str:
+        tail = self.output.read_text(errors='replace')[-2000:] if self.output.exists() else ''
+        if self.error_log.exists():
+            tail += self.error_log.read_text(errors='replace')[-2000:]
+        return 'gunicorn %s (%s)\n%s' % (self.version, ' '.join(self.command()), tail)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        pgid = self.proc.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pgid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        _kill_group(pgid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+        _started_groups.discard(pgid)
+
+    def __enter__(self) -> Gunicorn:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # What the process table says (ground truth, read independently of the check)
+
+    @property
+    def master_pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def group_processes(self) -> list[psutil.Process]:
+        """Every live process of this server's session (master, workers, upgraded masters, dirty processes)."""
+        assert self.proc is not None
+        found = []
+        for p in psutil.process_iter(['pid']):
+            try:
+                if os.getpgid(p.pid) == self.proc.pid and p.status() != psutil.STATUS_ZOMBIE:
+                    found.append(p)
+            except (ProcessLookupError, psutil.Error):
+                continue
+        return found
+
+    def titled(self, prefix: str) -> list[int]:
+        """Pids in this server's session whose title starts with `prefix` (e.g. 'gunicorn: worker [')."""
+        return sorted(p.pid for p in self.group_processes() if proc_title(p).startswith(prefix))
+
+    def master_title_set(self) -> bool:
+        return proc_title(psutil.Process(self.master_pid)).startswith('gunicorn: master [')
+
+    def worker_pids(self, master: int | None = None) -> list[int]:
+        """Workers of `master` (default: the first master), from the process table."""
+        parent = self.master_pid if master is None else master
+        try:
+            children = psutil.Process(parent).children()
+        except psutil.Error:
+            return []
+        pids = []
+        for child in children:
+            title = proc_title(child)
+            if not self.setproctitle or title.startswith('gunicorn: worker ['):
+                pids.append(child.pid)
+        return sorted(pids)
+
+    def _accepts(self) -> bool:
+        try:
+            with socket.create_connection(('127.0.0.1', self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    # Traffic and signals
+
+    def get(self, path: str = '/', timeout: float = 30.0) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection('127.0.0.1', self.port, timeout=timeout)
+        try:
+            conn.request('GET', path)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def hold(self, path: str, timeout: float = 60.0) -> threading.Thread:
+        """Send a request in a background thread (for slow requests that hold a worker); join it to finish."""
+
+        def run():
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                self.get(path, timeout=timeout)
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return t
+
+    def signal(self, sig: int, pid: int | None = None) -> None:
+        os.kill(self.master_pid if pid is None else pid, sig)
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for pgid in list(_started_groups):
+        _kill_group(pgid)
+
+
+@contextlib.contextmanager
+def running(tmp_path: Path, **kwargs) -> Iterator[Gunicorn]:
+    server = Gunicorn(tmp_path, **kwargs)
+    try:
+        yield server.start()
+    finally:
+        server.stop()

@@ -1,0 +1,87 @@
+"""The Agent check: find the application's Gunicorn processes, classify them, and submit what was seen."""
+
+from __future__ import annotations
+
+from datadog_checks.base import AgentCheck
+
+from .activity import CpuSampler
+from .config_models import ConfigMixin
+from .discovery import AppTree, Discovery
+from .procfs import DEFAULT_ROOT, ProcessKey, ProcFS
+from .version import VersionError, read_version
+
+try:
+    import datadog_agent
+except ImportError:  # outside the Agent (tests, the command-line runner)
+    from datadog_checks.base.stubs import datadog_agent
+
+
+def procfs_root() -> str:
+    """The proc root the Agent is configured with (`procfs_path`, e.g. /host/proc in a container)."""
+    return (datadog_agent.get_config('procfs_path') or DEFAULT_ROOT).rstrip('/') or DEFAULT_ROOT
+
+
+class GunicornCheck(AgentCheck, ConfigMixin):
+    __NAMESPACE__ = 'gunicorn'
+    SERVICE_CHECK = 'is_running'
+
+    def __init__(self, name, init_config, instances):
+        super().__init__(name, init_config, instances)
+        self._version_for: ProcessKey | None = None
+        self.check_initializations.append(self._configure)
+
+    def _configure(self) -> None:
+        self._app = self.config.proc_name
+        self._tags = [*(self.config.tags or ()), 'app:%s' % self._app]
+        # An instance setting wins over init_config; the model fills in a default, so look at what was written.
+        self._gunicorn_cmd = self.instance.get('gunicorn') or self.shared_config.gunicorn or 'gunicorn'
+        procfs = ProcFS(procfs_root())
+        self._discovery = Discovery(procfs, self._app, self.log)
+        self._sampler = CpuSampler(procfs, self.log)
+
+    def check(self, _):
+        trees = self._discovery.trees()
+        if not trees:
+            self._report_missing_master()
+            return
+        workers = [w.pid for t in trees for w in t.workers]
+        counts = self._sampler.count(workers, self.config.cpu_sample_interval)
+        self.log.debug('%s: %d working and %d idle workers', self._app, counts.working, counts.idle)
+        if counts.total:
+            self.service_check(self.SERVICE_CHECK, AgentCheck.OK, tags=self._tags)
+        else:
+            masters = ', '.join(str(t.master.pid) for t in trees)
+            self.service_check(
+                self.SERVICE_CHECK,
+                AgentCheck.CRITICAL,
+                tags=self._tags,
+                message='0 working and 0 idle workers for %s: master %s has no workers' % (self._app, masters),
+            )
+        self.gauge('workers', counts.working, tags=[*self._tags, 'state:working'])
+        self.gauge('workers', counts.idle, tags=[*self._tags, 'state:idle'])
+        self._collect_version(trees)
+
+    def _report_missing_master(self) -> None:
+        message = (
+            'No gunicorn process with name %s found, skipping worker metrics: no process is titled '
+            '`gunicorn: master [%s]`. Is the application running, and is `setproctitle` installed in its '
+            'Python environment (pip install setproctitle, then restart Gunicorn)?' % (self._app, self._app)
+        )
+        if self._discovery.denied:
+            message += ' %d processes could not be read by the Agent user.' % self._discovery.denied
+        self.service_check(self.SERVICE_CHECK, AgentCheck.CRITICAL, tags=self._tags, message=message)
+        self.warning(message)
+
+    @AgentCheck.metadata_entrypoint
+    def _collect_version(self, trees: list[AppTree]) -> None:
+        # `gunicorn --version` starts a Python interpreter (~100 ms): run it once per master, not once per run.
+        master = min(trees, key=lambda t: t.master.pid).master.key
+        if master == self._version_for:
+            return
+        self._version_for = master
+        try:
+            version = read_version(self._gunicorn_cmd)
+        except VersionError as exc:
+            self.log.debug('Cannot read the Gunicorn version: %s', exc)
+            return
+        self.set_metadata('version', version)

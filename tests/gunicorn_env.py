@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -107,7 +108,7 @@ class Gunicorn:
         tmp_path: Path,
         *,
         version: str = NEWEST,
-        name: str | None = 'gtest',
+        name: str | None = '',
         workers: int = 2,
         args: tuple[str, ...] | list[str] = (),
         app: str = 'app:app',
@@ -117,7 +118,8 @@ class Gunicorn:
     ):
         self.tmp_path = Path(tmp_path)
         self.version = version
-        self.name = name
+        # A name of its own by default: other tests' servers on the host must never be summed with this one.
+        self.name = name if name != '' else 'gtest-%s' % uuid.uuid4().hex[:8]
         self.workers = workers
         self.args = list(args)
         self.app = app

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 # The name may hold spaces, ':', '/' and brackets: everything between the first '[' and the last ']'.
-_TITLE = re.compile(r'gunicorn: (master|worker|dirty-worker|dirty-arbiter)(?: \[(.*)\])?\Z', re.DOTALL)
+# Only the dirty arbiter goes without a name (a later release may add one).
+_TITLE = re.compile(r'gunicorn: (?:(master|worker|dirty-worker) \[(.*)\]|(dirty-arbiter)(?: \[(.*)\])?)\Z', re.DOTALL)
 UPGRADE_SUFFIX = '.2'
 
 # A worker counts as working when it spent at least this long on a CPU during the sample window. Idle workers
@@ -42,6 +43,8 @@ def parse_title(title: str) -> Title | None:
     match = _TITLE.match(title)
     if match is None:
         return None
+    if match.group(3):
+        return Title(Role.DIRTY_ARBITER, match.group(4))
     return Title(Role(match.group(1)), match.group(2))
 
 

@@ -58,9 +58,6 @@ class Discovery:
         if not masters:
             masters = self._scan()
         trees = [self._tree(m) for m in masters]
-        # An upgrade master is already in its parent's tree; listing it again would count its workers twice.
-        nested = {u.pid for t in trees for u in t.upgrade_masters}
-        trees = [t for t in trees if t.master.pid not in nested]
         self._forget_titles_except(trees)
         return trees
 
@@ -108,6 +105,10 @@ class Discovery:
             stat = self._master_stat(pid)
             if stat is not None:
                 found.append(stat)
+        # A master under another one is a USR2 upgrade, which belongs to its parent's tree, or a fork that has not
+        # set its own title yet: either way counting it as a master of its own would count workers twice.
+        pids = {s.pid for s in found}
+        found = [s for s in found if s.ppid not in pids]
         self._masters = {s.pid: s.key for s in found}
         self._master_names = {pid: name for pid, name in self._master_names.items() if pid in self._masters}
         self.log.debug('Found %d Gunicorn master(s) named %r: %s', len(found), self.app, sorted(self._masters))

@@ -167,6 +167,18 @@ class Gunicorn:
         wait_for(lambda: len(self.worker_pids()) == expected, timeout, '%d workers of %s' % (expected, self.describe()))
         if self.port:
             wait_for(self._accepts, timeout, 'port %s to accept' % self.port)
+        self.wait_quiet(timeout=timeout)
+
+    def wait_quiet(self, timeout: float = 30.0, window: float = 0.1, max_cpu_ns: int = 1_000_000) -> None:
+        """Wait until no worker of any master spends CPU for a whole window: a titled worker still imports the app."""
+
+        def quiet() -> bool:
+            pids = [p for m in self.titled('gunicorn: master [') for p in self.worker_pids(m)] or self.worker_pids()
+            before = {p: _cpu_ns(p) for p in pids}
+            time.sleep(window)
+            return all(_cpu_ns(p) - ns <= max_cpu_ns for p, ns in before.items())
+
+        wait_for(quiet, timeout, 'the workers of %s to go idle' % self.describe(), interval=0)
 
     def describe(self) -> str:
         tail = self.output.read_text(errors='replace')[-2000:] if self.output.exists() else ''
@@ -266,6 +278,14 @@ class Gunicorn:
 
     def signal(self, sig: int, pid: int | None = None) -> None:
         os.kill(self.master_pid if pid is None else pid, sig)
+
+
+def _cpu_ns(pid: int) -> int:
+    try:
+        with open('/proc/%d/schedstat' % pid) as f:
+            return int(f.read().split()[0])
+    except OSError:
+        return 0
 
 
 def _kill_group(pgid: int) -> None:

@@ -88,7 +88,9 @@ def main() -> int:
             print('wrote %s' % os.path.relpath(path, ROOT))
         return 0
     for path in stale:
-        print('out of sync with spec.yaml: %s (run: python scripts/sync_config.py --write)' % os.path.relpath(path, ROOT))
+        print(
+            'out of sync with spec.yaml: %s (run: python scripts/sync_config.py --write)' % os.path.relpath(path, ROOT)
+        )
     return 1 if stale else 0
 
 

@@ -1,6 +1,6 @@
 """Copy the proc files the check reads for a process tree into tests/fixtures/proc (never environ or fd).
 
-    python tests/capture_proc.py MASTER_PID [DEST]
+python tests/capture_proc.py MASTER_PID [DEST]
 """
 
 from __future__ import annotations

@@ -60,7 +60,12 @@ def _base_python() -> str:
 
 def gunicorn_venv(version: str = NEWEST, setproctitle: bool = True) -> Path:
     """Return a virtualenv with gunicorn==version (and setproctitle unless asked not to), creating it once."""
-    tag = 'py%d.%d-gunicorn-%s%s' % (sys.version_info[0], sys.version_info[1], version, '' if setproctitle else '-notitle')
+    tag = 'py%d.%d-gunicorn-%s%s' % (
+        sys.version_info[0],
+        sys.version_info[1],
+        version,
+        '' if setproctitle else '-notitle',
+    )
     venv = CACHE / 'venvs' / tag
     ready = venv / '.ready'
     if ready.exists():
@@ -192,10 +197,8 @@ class Gunicorn:
         pgid = self.proc.pid
         with contextlib.suppress(ProcessLookupError):
             os.kill(pgid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
         _kill_group(pgid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)

@@ -44,8 +44,13 @@ def test_idle_workers_are_exactly_idle(version, gunicorn, make_check, aggregator
     major, minor, patch = version.split('.')
     datadog_agent.assert_metadata(
         'gunicorn:test',
-        {'version.scheme': 'semver', 'version.major': major, 'version.minor': minor, 'version.patch': patch,
-         'version.raw': version},
+        {
+            'version.scheme': 'semver',
+            'version.major': major,
+            'version.minor': minor,
+            'version.patch': patch,
+            'version.raw': version,
+        },
     )
 
 
@@ -215,4 +220,3 @@ def test_init_config_gunicorn_is_used_when_the_instance_has_none(gunicorn, make_
     check = make_check({'proc_name': server.name}, {'gunicorn': str(server.venv / 'bin' / 'gunicorn')})
     dd_run_check(check)
     datadog_agent.assert_metadata('gunicorn:test', {'version.raw': server.version})
-

@@ -35,8 +35,15 @@ def test_titles(title, role, name):
 
 @pytest.mark.parametrize(
     'title',
-    ['', 'gunicorn', '/venv/bin/python /venv/bin/gunicorn app:app', 'gunicorn: master', 'xgunicorn: master [a]',
-     'gunicorn: master [a] ', 'gunicorn: something [a]'],
+    [
+        '',
+        'gunicorn',
+        '/venv/bin/python /venv/bin/gunicorn app:app',
+        'gunicorn: master',
+        'xgunicorn: master [a]',
+        'gunicorn: master [a] ',
+        'gunicorn: something [a]',
+    ],
 )
 def test_not_gunicorn_titles(title):
     assert parse_title(title) is None

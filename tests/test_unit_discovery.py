@@ -93,7 +93,7 @@ def test_a_fresh_fork_with_the_masters_title_is_neither_worker_nor_upgrade(tmp_p
 
 
 def test_known_master_is_verified_without_walking_the_table(tmp_path):
-    fake = app_tree(FakeProc(tmp_path))
+    app_tree(FakeProc(tmp_path))
     d = make(tmp_path)
     for _ in range(5):
         assert len(d.trees()) == 1
@@ -140,7 +140,7 @@ def test_workers_that_vanish_or_changed_parent_are_skipped(tmp_path):
 
 
 def test_without_children_files_workers_are_found_by_parent_pid(tmp_path):
-    fake = app_tree(FakeProc(tmp_path))
+    app_tree(FakeProc(tmp_path))
     for pid in (100, 101, 102):
         (tmp_path / str(pid) / 'task' / str(pid) / 'children').unlink()
     d = make(tmp_path)

@@ -29,7 +29,13 @@ def test_parse_stat_takes_comm_up_to_the_last_parenthesis():
     line = b'42 (a) (b) c) S 7 42 42 0 -1 0 0 0 0 0 11 3 0 0 20 0 4 0 9999 1000 250 18446744073709551615\n'
     stat = parse_stat(line)
     assert (stat.pid, stat.comm, stat.state, stat.ppid) == (42, 'a) (b) c', 'S', 7)
-    assert (stat.utime_ticks, stat.stime_ticks, stat.num_threads, stat.start_ticks, stat.rss_pages) == (11, 3, 4, 9999, 250)
+    assert (stat.utime_ticks, stat.stime_ticks, stat.num_threads, stat.start_ticks, stat.rss_pages) == (
+        11,
+        3,
+        4,
+        9999,
+        250,
+    )
     assert stat.cpu_ticks == 14
     assert stat.key.pid == 42 and stat.key.start_ticks == 9999
 
@@ -48,8 +54,11 @@ def test_parse_stat_of_a_real_gunicorn_tree():
         (b'gunicorn: master [app]\0\0\0\0', 'gunicorn: master [app]', ['gunicorn: master [app]']),
         # setproctitle without a terminating NUL: psutil would split this on spaces.
         (b'gunicorn: master [my app]', 'gunicorn: master [my app]', ['gunicorn: master [my app]']),
-        (b'/venv/bin/python\0/venv/bin/gunicorn\0-w\x002\0app:app\0', '/venv/bin/python',
-         ['/venv/bin/python', '/venv/bin/gunicorn', '-w', '2', 'app:app']),
+        (
+            b'/venv/bin/python\0/venv/bin/gunicorn\0-w\x002\0app:app\0',
+            '/venv/bin/python',
+            ['/venv/bin/python', '/venv/bin/gunicorn', '-w', '2', 'app:app'],
+        ),
         (b'', '', []),  # zombies and kernel threads
     ],
 )

@@ -186,10 +186,6 @@ class Discovery:
         return title
 
     def _forget_titles_except(self, trees: list[AppTree]) -> None:
-        live = {
-            s.key
-            for t in trees
-            for s in (*t.workers, *t.upgrade_masters, *t.dirty_arbiters, *t.dirty_workers)
-        }
+        live = {s.key for t in trees for s in (*t.workers, *t.upgrade_masters, *t.dirty_arbiters, *t.dirty_workers)}
         for key in [k for k in self._titles if k not in live]:
             del self._titles[key]

@@ -17,7 +17,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import yaml
@@ -78,7 +78,7 @@ def run_instance(init_config: dict, instance: dict, source: str, times: int, pau
         started = time.perf_counter()
         result = check.run()
         report.run_seconds.append(time.perf_counter() - started)
-        now = datetime.now(timezone.utc).isoformat(timespec='seconds')
+        now = datetime.now(UTC).isoformat(timespec='seconds')
         report.runs += 1
         report.last_run = now
         if result:
@@ -142,7 +142,8 @@ def render_text(reports: list[InstanceReport]) -> str:
     for r in reports:
         average_ms = 1000 * sum(r.run_seconds) / max(len(r.run_seconds), 1)
         out += [
-            '      Instance ID: %s [%s]' % (r.check_id, 'OK' if r.ok and not r.warnings else 'ERROR' if r.errors else 'WARNING'),
+            '      Instance ID: %s [%s]'
+            % (r.check_id, 'OK' if r.ok and not r.warnings else 'ERROR' if r.errors else 'WARNING'),
             '      Configuration Source: %s' % r.source,
             '      Total Runs: %d' % r.runs,
             '      Metric Samples: Last Run: %d, Total: %d' % (r.samples_last, r.samples_total),

@@ -30,7 +30,9 @@ def parse_version(output: str) -> str | None:
 def read_version(setting: str | list[str], timeout: float = TIMEOUT_SECONDS) -> str:
     argv = command(setting)
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         raise VersionError('cannot run %r: %s' % (argv[0], exc)) from exc
     version = parse_version(done.stdout) or parse_version(done.stderr)

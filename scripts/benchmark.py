@@ -1,0 +1,588 @@
+"""The check's cost at scale: real Gunicorn masters with W workers on a host carrying P extra idle processes.
+
+    python scripts/benchmark.py            # W in 1, 16, 64, 256 and P in 100, 2000, 5000: about four minutes
+    python scripts/benchmark.py --short    # the CI version (`tox -e bench`): W in 1, 16, 64 and P in 100, 2000
+
+For every (W, P) it runs the real check through `AgentCheck.run()` and prints medians and p10-p90 of its CPU time
+(`time.process_time()` around the run: the check's own CPU, without the sleep of the sample window) and of its wall
+time beyond the sample window, for the first run of a fresh check and for the steady state, each next to a floor
+measured in the same run, interleaved with the check's runs so that both see the same machine:
+
+  steady floor  one raw read (open, read, close) of /proc/PID/stat for the master and for each worker: the processes
+                a steady-state run must look at, read in the cheapest way Python can;
+  full floor    listing /proc and one raw read of /proc/PID/stat for every process on the host: what a first run,
+                which has to find the master, cannot do much better than.
+
+Then it runs one check many times with a tiny sample window and reports the process's memory (RSS, tracemalloc)
+before and after. Figures are printed, never asserted (the machine is shared and they are noisy); the command fails
+only on errors: a run that raises or returns an error, a wrong worker count, a server that does not start.
+
+Needs the test virtualenv (psutil, datadog-checks-base) on Linux. Every process it starts is stopped on exit, on
+failure and on SIGTERM or SIGINT; the idle processes also die of their own SIGALRM after --max-seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import logging
+import os
+import platform
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from datadog_checks.base.stubs import aggregator  # noqa: E402
+from datadog_checks.gunicorn import GunicornCheck  # noqa: E402
+from datadog_checks.gunicorn.check import procfs_root  # noqa: E402
+from datadog_checks.gunicorn.discovery import Discovery  # noqa: E402
+from datadog_checks.gunicorn.procfs import ProcFS  # noqa: E402
+from tests.gunicorn_env import NEWEST, Gunicorn  # noqa: E402
+
+FULL = {'workers': (1, 16, 64, 256), 'procs': (100, 2000, 5000), 'runs': 60, 'first_runs': 5, 'memory_runs': 10_000}
+SHORT = {'workers': (1, 16, 64), 'procs': (100, 2000), 'runs': 20, 'first_runs': 3, 'memory_runs': 2_000}
+# The configured default: the wall-time target is about this window.
+WINDOW_SECONDS = 0.1
+# Small enough that 10,000 runs take seconds, for the memory test.
+MEMORY_WINDOW_SECONDS = 0.001
+MEMORY_WORKERS = 16
+
+# A helper process forks the idle processes: a forked child of a small `python -S` costs about 200 KiB and a fraction
+# of a millisecond (5,000 in about 2.5 s, about 1 GiB), where exec'ing sleep(1) costs about 2 ms each. Each child
+# sleeps in pause() and dies of its own SIGALRM after `lifetime` seconds, so that not even a SIGKILL of this script
+# can leave them behind for long; on SIGTERM the helper kills and reaps its children, so that none is left as a
+# zombie for init to collect while the next cell is measured.
+_IDLE_HELPER = r"""
+import os, signal, sys
+count, lifetime = int(sys.argv[1]), int(sys.argv[2])
+children = []
+def stop(signum, frame):
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for pid in children:
+        os.waitpid(pid, 0)
+    os._exit(0)
+signal.signal(signal.SIGTERM, stop)
+for _ in range(count):
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.alarm(lifetime)
+        while True:
+            signal.pause()
+    children.append(pid)
+signal.alarm(lifetime)
+os.write(1, b'ready\n')
+while True:
+    signal.pause()
+"""
+
+
+class BenchError(Exception):
+    """Something that must fail the benchmark: not a slow figure, but a wrong or failed run."""
+
+
+class IdleProcesses:
+    """P extra idle processes on the host, in chunks: a helper process and its forked children."""
+
+    def __init__(self, lifetime_seconds: int):
+        self.lifetime = lifetime_seconds
+        self._chunks: list[tuple[subprocess.Popen, int]] = []
+
+    @property
+    def count(self) -> int:
+        return sum(size for _, size in self._chunks)
+
+    def resize(self, wanted: int) -> None:
+        while self.count > wanted:
+            self._stop(*self._chunks.pop())
+        if self.count < wanted:
+            self._add(wanted - self.count)
+
+    def _add(self, size: int) -> None:
+        # Its own session, so that killpg() reaches every child even after the helper is gone.
+        proc = subprocess.Popen(
+            [sys.executable, '-S', '-c', _IDLE_HELPER, str(size - 1), str(self.lifetime)],
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self._chunks.append((proc, size))
+        assert proc.stdout is not None
+        with proc.stdout:
+            if proc.stdout.readline() != b'ready\n':
+                raise BenchError('the idle-process helper exited (status %s) before forking %d' % (proc.wait(), size))
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen, size: int) -> None:
+        proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=60)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def close(self) -> None:
+        while self._chunks:
+            self._stop(*self._chunks.pop())
+
+    def __enter__(self) -> IdleProcesses:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def preflight(max_procs: int, max_workers: int) -> None:
+    """Refuse to start when the host cannot hold the processes: better than a fork failing half-way."""
+    needed = max_procs + max_workers + 2 + len(proc_pids())
+    limits = {
+        'kernel.pid_max': _read_int('/proc/sys/kernel/pid_max'),
+        'kernel.threads-max': _read_int('/proc/sys/kernel/threads-max'),
+    }
+    soft, _ = resource.getrlimit(resource.RLIMIT_NPROC)
+    if os.geteuid() != 0 and soft != resource.RLIM_INFINITY:
+        limits['ulimit -u'] = soft
+    for name, limit in limits.items():
+        if limit is not None and limit < needed * 1.1:
+            raise BenchError('%s is %d; this benchmark needs about %d processes' % (name, limit, needed))
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def proc_pids() -> list[str]:
+    return [name for name in os.listdir('/proc') if name.isdigit()]
+
+
+# Floors: the cheapest way Python can read what a run has to read.
+
+
+def read_raw(paths: list[str]) -> None:
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue  # exited since it was listed
+        try:
+            os.read(fd, 4096)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def full_table_read() -> None:
+    read_raw(['/proc/%s/stat' % pid for pid in proc_pids()])
+
+
+def cpu_and_wall(fn: Callable[[], object]) -> tuple[float, float, object]:
+    cpu, wall = time.process_time(), time.perf_counter()
+    result = fn()
+    return time.process_time() - cpu, time.perf_counter() - wall, result
+
+
+# The check
+
+
+def new_check(server: Gunicorn, window: float) -> GunicornCheck:
+    instance = {
+        'proc_name': server.name,
+        'cpu_sample_interval': window,
+        'gunicorn': str(server.venv / 'bin' / 'gunicorn'),
+        'tags': ['bench:true'],
+    }
+    check = GunicornCheck('gunicorn', {}, [instance])
+    check.check_id = 'gunicorn:bench'
+    return check
+
+
+def run_check(check: GunicornCheck, workers: int) -> tuple[float, float]:
+    """One run through AgentCheck.run(): its CPU and wall seconds; an error or a wrong count raises BenchError."""
+    aggregator.reset()
+    cpu, wall, error = cpu_and_wall(check.run)
+    if error:
+        raise BenchError('the check returned an error: %s' % json.loads(error)[0].get('message'))
+    seen = sum(m.value for m in aggregator.metrics('gunicorn.workers'))
+    if seen != workers:
+        raise BenchError('the check saw %s workers where %d run' % (seen, workers))
+    return cpu, wall
+
+
+def fresh_discovery(server: Gunicorn) -> Discovery:
+    return Discovery(ProcFS(procfs_root()), server.name, logging.getLogger('bench'))
+
+
+# Figures
+
+
+@dataclass
+class Series:
+    """Samples in seconds; printed in milliseconds."""
+
+    values: list[float] = field(default_factory=list)
+
+    def add(self, value: float) -> None:
+        self.values.append(value)
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.values) * 1e3
+
+    def pct(self, q: int) -> float:
+        if len(self.values) < 2:
+            return self.values[0] * 1e3
+        return statistics.quantiles(self.values, n=10, method='inclusive')[q // 10 - 1] * 1e3
+
+    def text(self, width: int = 6) -> str:
+        return '%*.3f [%.3f-%.3f]' % (width, self.p50, self.pct(10), self.pct(90))
+
+
+@dataclass
+class Cell:
+    workers: int
+    procs: int
+    host_procs: int = 0
+    steady_cpu: Series = field(default_factory=Series)
+    steady_wall: Series = field(default_factory=Series)  # beyond the sample window
+    floor: Series = field(default_factory=Series)
+    first_cpu: Series = field(default_factory=Series)
+    first_wall: Series = field(default_factory=Series)  # beyond the sample window
+    discovery_cpu: Series = field(default_factory=Series)
+    discovery_wall: Series = field(default_factory=Series)
+    full_floor: Series = field(default_factory=Series)
+
+
+def measure(server: Gunicorn, procs: int, runs: int, first_runs: int, window: float) -> Cell:
+    workers = server.workers
+    cell = Cell(workers, procs, host_procs=len(proc_pids()))
+    stat_paths = ['/proc/%d/stat' % pid for pid in [server.master_pid, *server.worker_pids()]]
+    if len(stat_paths) != workers + 1:
+        raise BenchError('%d workers run where %d were started' % (len(stat_paths) - 1, workers))
+
+    for _ in range(first_runs):
+        cpu, wall = run_check(new_check(server, window), workers)
+        cell.first_cpu.add(cpu)
+        cell.first_wall.add(wall - window)
+        cpu, wall, trees = cpu_and_wall(fresh_discovery(server).trees)
+        if sum(len(t.workers) for t in trees) != workers:
+            raise BenchError('discovery found %s where %d workers run' % (trees, workers))
+        cell.discovery_cpu.add(cpu)
+        cell.discovery_wall.add(wall)
+        cell.full_floor.add(cpu_and_wall(full_table_read)[0])
+
+    check = new_check(server, window)
+    for _ in range(3):  # the first run and the caches it fills are measured above
+        run_check(check, workers)
+    for _ in range(runs):
+        cpu, wall = run_check(check, workers)
+        cell.steady_cpu.add(cpu)
+        cell.steady_wall.add(wall - window)
+        cell.floor.add(cpu_and_wall(lambda: read_raw(stat_paths))[0])
+    return cell
+
+
+@dataclass
+class Memory:
+    runs: int
+    rss_before: int
+    rss_after: int
+    traced_before: int
+    traced_after: int
+    objects_before: int
+    objects_after: int
+    top: list[str]
+
+    @property
+    def rss_growth(self) -> int:
+        return self.rss_after - self.rss_before
+
+    @property
+    def traced_growth(self) -> int:
+        return self.traced_after - self.traced_before
+
+    @property
+    def flat(self) -> bool:
+        # A leak of even 10 bytes a run shows as 100 KB over 10,000 runs; RSS moves by whole pages and arenas.
+        return self.traced_growth < 64 * 1024 and self.rss_growth < 1024 * 1024
+
+
+def rss_bytes() -> int:
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+def measure_memory(server: Gunicorn, runs: int) -> Memory:
+    check = new_check(server, MEMORY_WINDOW_SECONDS)
+    for _ in range(200):  # first-run allocations, caches, interned strings: not what a leak looks like
+        run_check(check, server.workers)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    traced_before, objects_before, rss_before = tracemalloc.get_traced_memory()[0], len(gc.get_objects()), rss_bytes()
+    for _ in range(runs):
+        run_check(check, server.workers)
+    gc.collect()
+    rss_after, objects_after, traced_after = rss_bytes(), len(gc.get_objects()), tracemalloc.get_traced_memory()[0]
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    # The growth worth showing is the check's and its libraries', not this script's bookkeeping.
+    noise = [tracemalloc.Filter(False, __file__), tracemalloc.Filter(False, tracemalloc.__file__)]
+    diffs = after.filter_traces(noise).compare_to(before.filter_traces(noise), 'lineno')
+    top = [str(d) for d in diffs[:3] if d.size_diff > 0]
+    return Memory(runs, rss_before, rss_after, traced_before, traced_after, objects_before, objects_after, top)
+
+
+# The run
+
+
+@contextlib.contextmanager
+def bench_server(tmp: Path, workers: int) -> Iterator[Gunicorn]:
+    # A short graceful timeout: stopping 256 workers otherwise waits out Gunicorn's 30 s default.
+    server = Gunicorn(tmp / ('w%d' % workers), workers=workers, args=['--graceful-timeout', '1'])
+    try:
+        server.start(wait=False)
+        server.wait_ready(timeout=60 + workers / 2)
+        yield server
+    finally:
+        server.stop()
+
+
+def progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--short', action='store_true', help='the CI version: fewer sizes and runs')
+    parser.add_argument('--workers', help='comma-separated W values')
+    parser.add_argument('--procs', help='comma-separated P values (extra idle processes)')
+    parser.add_argument('--runs', type=int, help='steady-state runs per (W, P)')
+    parser.add_argument('--first-runs', type=int, help='fresh checks per (W, P)')
+    parser.add_argument('--memory-runs', type=int, help='runs of the memory test (0 to skip)')
+    parser.add_argument('--window', type=float, default=WINDOW_SECONDS, help='cpu_sample_interval of the runs')
+    parser.add_argument('--max-seconds', type=int, default=1800, help='the idle processes die after this long')
+    parser.add_argument('--json', help='also write every sample to this file')
+    args = parser.parse_args(argv)
+    plan = dict(SHORT if args.short else FULL)
+    if args.workers:
+        plan['workers'] = tuple(int(w) for w in args.workers.split(','))
+    if args.procs:
+        plan['procs'] = tuple(int(p) for p in args.procs.split(','))
+    for name in ('runs', 'first_runs', 'memory_runs'):
+        if getattr(args, name) is not None:
+            plan[name] = getattr(args, name)
+
+    sys.stdout.reconfigure(line_buffering=True)  # the table and the progress lines on stderr in order
+    # SIGTERM (CI's timeout, tox) must unwind through the `with` blocks that stop every process.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    started = time.monotonic()
+    preflight(max(plan['procs']), max(plan['workers']))
+    print(
+        'gunicorn check benchmark: Python %s, Gunicorn %s, %s, %d CPUs, load %s, sample window %.3f s, '
+        '%d steady runs and %d fresh checks per cell'
+        % (
+            platform.python_version(),
+            NEWEST,
+            platform.release(),
+            os.cpu_count(),
+            ' '.join('%.1f' % x for x in os.getloadavg()),
+            args.window,
+            plan['runs'],
+            plan['first_runs'],
+        ),
+        flush=True,
+    )
+    cells: list[Cell] = []
+    memory = None
+    with tempfile.TemporaryDirectory(prefix='gunicorn-bench-') as tmp, IdleProcesses(args.max_seconds) as idle:
+        for workers in plan['workers']:
+            idle.resize(min(plan['procs']))  # one server at a time, on a quiet table, however big the last cell was
+            progress('starting Gunicorn with %d workers' % workers)
+            with bench_server(Path(tmp), workers) as server:
+                for procs in sorted(plan['procs']):
+                    idle.resize(procs)
+                    cell = measure(server, procs, plan['runs'], plan['first_runs'], args.window)
+                    cells.append(cell)
+                    progress(
+                        '  W=%d P=%d: steady CPU %s ms, floor %.3f ms, first-run discovery %.1f ms'
+                        % (workers, procs, cell.steady_cpu.text(), cell.floor.p50, cell.discovery_cpu.p50)
+                    )
+                if plan['memory_runs'] and (memory is None and workers >= MEMORY_WORKERS):
+                    progress('  memory: %d runs with a %.3f s window' % (plan['memory_runs'], MEMORY_WINDOW_SECONDS))
+                    memory = measure_memory(server, plan['memory_runs'])
+    elapsed = time.monotonic() - started
+    report(cells, memory, args.window)
+    print('\n%d cells in %.0f s; load average at the end %s' % (len(cells), elapsed, os.getloadavg()[0]))
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    'window': args.window,
+                    'cells': [
+                        {
+                            k: (v.values if isinstance(v, Series) else v)
+                            for k, v in cell.__dict__.items()  # the Series fields, in seconds
+                        }
+                        for cell in cells
+                    ],
+                    'memory': memory.__dict__ if memory else None,
+                },
+                indent=1,
+            )
+        )
+    return 0
+
+
+def report(cells: list[Cell], memory: Memory | None, window: float) -> None:
+    print('\nSteady state, per run (ms; median [p10-p90]); CPU = process CPU time of check.run(), sleep excluded')
+    print('%4s %5s %6s | %-24s %-8s %-6s | %-24s' % ('W', 'P', 'procs', 'CPU', 'floor', 'ratio', 'wall - window'))
+    for c in cells:
+        print(
+            '%4d %5d %6d | %-24s %8.3f %5.1fx | %-24s'
+            % (
+                c.workers,
+                c.procs,
+                c.host_procs,
+                c.steady_cpu.text(),
+                c.floor.p50,
+                c.steady_cpu.p50 / c.floor.p50,
+                c.steady_wall.text(),
+            )
+        )
+    print('\nFirst run of a fresh check (ms; median [p10-p90]); discovery = a fresh Discovery.trees() alone')
+    print(
+        '%4s %5s %6s | %-24s %-24s | %-24s %-8s %-8s %-6s'
+        % ('W', 'P', 'procs', 'first-run CPU', 'first-run wall - window', 'discovery CPU', 'wall', 'floor', 'ratio')
+    )
+    for c in cells:
+        print(
+            '%4d %5d %6d | %-24s %-24s | %-24s %8.2f %8.2f %5.1fx'
+            % (
+                c.workers,
+                c.procs,
+                c.host_procs,
+                c.first_cpu.text(),
+                c.first_wall.text(),
+                c.discovery_cpu.text(),
+                c.discovery_wall.p50,
+                c.full_floor.p50,
+                c.discovery_cpu.p50 / c.full_floor.p50,
+            )
+        )
+    if memory:
+        print(
+            '\nMemory over %d runs (sample window %.3f s): RSS %+.0f KiB (%.1f -> %.1f MiB), tracemalloc %+.1f KiB '
+            '(%.0f -> %.0f KiB), gc objects %+d'
+            % (
+                memory.runs,
+                MEMORY_WINDOW_SECONDS,
+                (memory.rss_after - memory.rss_before) / 1024,
+                memory.rss_before / 2**20,
+                memory.rss_after / 2**20,
+                (memory.traced_after - memory.traced_before) / 1024,
+                memory.traced_before / 1024,
+                memory.traced_after / 1024,
+                memory.objects_after - memory.objects_before,
+            )
+        )
+        for line in memory.top:
+            print('    grew: %s' % line)
+    targets(cells, memory, window)
+
+
+def targets(cells: list[Cell], memory: Memory | None, window: float) -> None:
+    """The issue's targets, each marked holds or MISSED on this run's medians (figures, not a pass/fail gate)."""
+    print("\nTargets (on this run's medians; noisy on a shared machine):")
+    by = {(c.workers, c.procs): c for c in cells}
+    procs = sorted({c.procs for c in cells})
+    for workers in sorted({c.workers for c in cells}):
+        low, high = by.get((workers, procs[0])), by.get((workers, procs[-1]))
+        if low and high and low is not high:
+            growth = high.steady_cpu.p50 / low.steady_cpu.p50
+            _mark(
+                growth < 1.25,
+                'steady CPU does not grow with P: W=%d %.3f ms at P=%d, %.3f ms at P=%d (%.2fx)'
+                % (workers, low.steady_cpu.p50, low.procs, high.steady_cpu.p50, high.procs, growth),
+            )
+    for c in cells:
+        if c.workers == 16 and c.procs == 2000:
+            _mark(c.steady_cpu.p50 < 1.0, 'steady CPU under 1 ms at W=16, P=2000: %.3f ms' % c.steady_cpu.p50)
+    worst = max(cells, key=lambda c: c.steady_cpu.p50 / c.floor.p50)
+    for p in procs:
+        sizes = sorted((c for c in cells if c.procs == p), key=lambda c: c.workers)
+        if len(sizes) > 1 and sizes[-1].workers > sizes[0].workers:
+            small, big = sizes[0], sizes[-1]
+            added = big.workers - small.workers
+            check_us = (big.steady_cpu.p50 - small.steady_cpu.p50) / added * 1e3
+            floor_us = (big.floor.p50 - small.floor.p50) / added * 1e3
+            print(
+                '  (P=%d: each added worker costs %.1f us of check CPU against %.1f us of floor, %.1fx; a run with '
+                'W=%d costs %.0f us, its floor %.0f us)'
+                % (
+                    p,
+                    check_us,
+                    floor_us,
+                    check_us / floor_us,
+                    small.workers,
+                    small.steady_cpu.p50 * 1e3,
+                    small.floor.p50 * 1e3,
+                )
+            )
+    _mark(
+        worst.steady_cpu.p50 / worst.floor.p50 <= 3,
+        'steady CPU within 3x of the floor at every size: worst %.1fx at W=%d, P=%d'
+        % (worst.steady_cpu.p50 / worst.floor.p50, worst.workers, worst.procs),
+    )
+    for c in cells:
+        if c.procs == 2000:
+            # CPU, which the check controls; wall time on a shared two-core machine mostly measures the queue for it.
+            _mark(
+                c.discovery_cpu.p50 < 30 and c.first_cpu.p50 < 30,
+                'first run under 30 ms at P=2000, W=%d: discovery %.1f ms CPU (%.1f ms wall), first run %.1f ms CPU'
+                % (c.workers, c.discovery_cpu.p50, c.discovery_wall.p50, c.first_cpu.p50),
+            )
+    worst = max(cells, key=lambda c: c.steady_wall.p50)
+    _mark(
+        worst.steady_wall.p50 <= 2,
+        'wall time within 2 ms of the %.0f ms window: worst median %.2f ms over it at W=%d, P=%d'
+        % (window * 1e3, worst.steady_wall.p50, worst.workers, worst.procs),
+    )
+    if memory:
+        _mark(
+            memory.flat,
+            'memory flat over %d runs: RSS %+.0f KiB, tracemalloc %+.1f KiB'
+            % (memory.runs, memory.rss_growth / 1024, memory.traced_growth / 1024),
+        )
+
+
+def _mark(holds: bool, text: str) -> None:
+    print('  %-6s %s' % ('holds' if holds else 'MISSED', text))
+
+
+if __name__ == '__main__':
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print('benchmark error: %s' % exc, file=sys.stderr)
+        sys.exit(1)

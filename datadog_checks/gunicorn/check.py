@@ -7,7 +7,7 @@ from datadog_checks.base import AgentCheck
 from .activity import CpuSampler
 from .config_models import ConfigMixin
 from .discovery import AppTree, Discovery
-from .procfs import DEFAULT_ROOT, ProcessKey, ProcFS
+from .procfs import DEFAULT_ROOT, ProcessKey, ProcFS, held_files_limit
 from .version import VersionError, read_version
 
 try:
@@ -35,11 +35,18 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         self._tags = [*(self.config.tags or ()), 'app:%s' % self._app]
         # An instance setting wins over init_config; the model fills in a default, so look at what was written.
         self._gunicorn_cmd = self.instance.get('gunicorn') or self.shared_config.gunicorn or 'gunicorn'
-        procfs = ProcFS(procfs_root())
+        # The masters' and workers' stat and schedstat files stay open between runs (see ProcFS).
+        self._procfs = procfs = ProcFS(procfs_root(), max_held=held_files_limit())
         self._discovery = Discovery(procfs, self._app, self.log)
         self._sampler = CpuSampler(procfs, self.log)
 
+    def cancel(self):
+        # The Agent unschedules this instance: close its held files now rather than whenever it is collected.
+        if hasattr(self, '_procfs'):
+            self._procfs.close()
+
     def check(self, _):
+        self._procfs.release_unused()  # the files of processes the last run no longer looked at
         trees = self._discovery.trees()
         if not trees:
             self._report_missing_master()

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
+import threading
+import weakref
 from dataclasses import dataclass
 
 DEFAULT_ROOT = '/proc'
@@ -79,15 +82,15 @@ class SchedStat:
 
 def parse_stat(data: bytes) -> Stat:
     # comm may hold spaces and parentheses ('(gunicorn: maste)', or a hostile '(a) (b)'): it ends at the LAST ')'.
-    text = data.decode('utf-8', 'replace')
-    open_paren = text.index('(')
-    close_paren = text.rindex(')')
-    fields = text[close_paren + 2 :].split()
+    # Parsed as bytes and only comm decoded: this runs for every worker on every run (2.5 us against 4.6 us).
+    open_paren = data.index(b'(')
+    close_paren = data.rindex(b')')
+    fields = data[close_paren + 2 :].split()
     # proc(5) numbers fields from 1; `fields[0]` is field 3 (state).
     return Stat(
-        pid=int(text[:open_paren]),
-        comm=text[open_paren + 1 : close_paren],
-        state=fields[0],
+        pid=int(data[:open_paren]),
+        comm=data[open_paren + 1 : close_paren].decode('utf-8', 'replace'),
+        state=fields[0].decode('ascii'),
         ppid=int(fields[1]),
         utime_ticks=int(fields[11]),
         stime_ticks=int(fields[12]),
@@ -123,11 +126,49 @@ def parse_children(data: bytes) -> set[int]:
     return {int(pid) for pid in data.split()}
 
 
-class ProcFS:
-    """The process tree as seen under `root` (the Agent's procfs_path, e.g. /host/proc in a container)."""
+def held_files_limit() -> int:
+    """How many files one check instance may keep open: an eighth of the soft limit, and no more than 1,024.
 
-    def __init__(self, root: str = DEFAULT_ROOT):
+    The Agent runs every check in one process; a Python process started by hand often has a soft limit of 1,024.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1024 if soft == resource.RLIM_INFINITY else max(0, min(1024, soft // 8))
+
+
+def _close_all(held: dict[tuple[int, str], int]) -> None:
+    while held:
+        os.close(held.popitem()[1])
+
+
+def _proc_error(exc: OSError, pid: int, path: str) -> ProcError:
+    """The one place where an OS error reading a process's file becomes a `ProcError`."""
+    if isinstance(exc, (FileNotFoundError, ProcessLookupError)) or exc.errno == errno.ESRCH:
+        # ESRCH: the task died while the kernel was producing the file, or before a read of a file opened earlier.
+        return ProcessGone(pid, path, 'process gone')
+    if isinstance(exc, PermissionError):
+        return ProcessAccessDenied(pid, path, 'permission denied')
+    return ProcessAccessDenied(pid, path, os.strerror(exc.errno or 0))
+
+
+class ProcFS:
+    """The process tree as seen under `root` (the Agent's procfs_path, e.g. /host/proc in a container).
+
+    With `max_held`, the stat and schedstat files it reads stay open, up to that many, until a call to
+    `release_unused` finds them unread since the previous call: the check reads the same few of them on every run,
+    and reading an open file again is one pread() where reading by path is open, read and close (measured: 4 us
+    against 9 us for a stat, 1.3 us against 7 us for a worker's schedstat). It reads the same thing: an open /proc
+    file is tied to the process it was opened for, so once that process has been reaped the read fails (ESRCH) and
+    the file is opened again by path, which finds whatever process has the pid by then, or none.
+    """
+
+    def __init__(self, root: str = DEFAULT_ROOT, max_held: int = 0):
         self.root = root.rstrip('/') or '/'
+        self.max_held = max_held
+        self._held: dict[tuple[int, str], int] = {}
+        self._read_since_release: set[tuple[int, str]] = set()
+        self._lock = threading.Lock()
+        # Closed with the object even if nobody calls close(): descriptors must not outlive a dropped check.
+        self._finalizer = weakref.finalize(self, _close_all, self._held)
 
     def path(self, pid: int | str, *parts: str) -> str:
         return '/'.join((self.root, str(pid), *parts))
@@ -153,26 +194,71 @@ class ProcFS:
                     data = b''.join(chunks)
             finally:
                 os.close(fd)
-        except (FileNotFoundError, ProcessLookupError) as exc:
-            raise ProcessGone(int(pid), path, 'process gone') from exc
-        except PermissionError as exc:
-            raise ProcessAccessDenied(int(pid), path, 'permission denied') from exc
         except OSError as exc:
-            # ESRCH: the task died while the kernel was producing the file.
-            if exc.errno == errno.ESRCH:
-                raise ProcessGone(int(pid), path, 'process gone') from exc
-            raise ProcessAccessDenied(int(pid), path, os.strerror(exc.errno or 0)) from exc
+            raise _proc_error(exc, int(pid), path) from exc
         return data
 
+    def _read_held(self, pid: int, name: str) -> bytes:
+        """A stat or schedstat file: from its open descriptor if held, else by path (and then held if room is left)."""
+        key = (pid, name)
+        # `close()` may come from another thread (AgentCheck.cancel() during a run): a descriptor must never be
+        # read after it is closed, when its number may already belong to another file.
+        with self._lock:
+            fd = self._held.get(key)
+            if fd is not None:
+                try:
+                    data = os.pread(fd, CHUNK, 0)
+                except OSError:
+                    # The process it was opened for is gone; its pid may be another process's by now: read by path.
+                    del self._held[key]
+                    os.close(fd)
+                else:
+                    self._read_since_release.add(key)
+                    return data
+            path = '%s/%s/%s' % (self.root, pid, name)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise _proc_error(exc, pid, path) from exc
+            try:
+                data = os.read(fd, CHUNK)
+            except OSError as exc:
+                os.close(fd)
+                raise _proc_error(exc, pid, path) from exc
+            if len(self._held) < self.max_held:
+                self._held[key] = fd
+                self._read_since_release.add(key)
+            else:
+                os.close(fd)
+            return data
+
+    def release_unused(self) -> None:
+        """Close the held files not read since the last call: their processes left the check's view."""
+        with self._lock:
+            for key in [k for k in self._held if k not in self._read_since_release]:
+                os.close(self._held.pop(key))
+            self._read_since_release.clear()
+
+    def close(self) -> None:
+        """Close every held file and hold no more."""
+        with self._lock:
+            self.max_held = 0
+            _close_all(self._held)
+            self._read_since_release.clear()
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
     def read_stat(self, pid: int) -> Stat:
-        data = self._read(pid, 'stat')
+        data = self._read_held(pid, 'stat')
         try:
             return parse_stat(data)
         except (ValueError, IndexError) as exc:
             raise ProcessGone(pid, self.path(pid, 'stat'), 'unparsable stat %r' % data[:80]) from exc
 
     def read_schedstat(self, pid: int) -> SchedStat:
-        data = self._read(pid, 'schedstat')
+        data = self._read_held(pid, 'schedstat')
         try:
             return parse_schedstat(data)
         except ValueError as exc:

@@ -43,13 +43,15 @@ def control_socket(server) -> str:
 
 
 def all_listeners(server, **ident) -> list:
+    return netstat.read_listener_stats('/proc', server.master_pid, max_backlogs=sock_diag.max_backlogs(), **ident)
+
+
+def from_every_row(server, **ident):
+    """The same, by matching every row of every table (what read_listener_stats must equal once settled)."""
     pid = server.master_pid
-    return netstat.listener_stats(
-        netstat.read_net_tcp('/proc', pid),
-        netstat.read_net_unix('/proc', pid),
-        max_backlogs=sock_diag.max_backlogs(),
-        **ident,
-    )
+    tcp, unix = netstat.read_net_tcp('/proc', pid), netstat.read_net_unix('/proc', pid)
+    found = netstat.listener_stats(tcp, unix, max_backlogs=sock_diag.max_backlogs(), **ident)
+    return [s for s in found if s.address != control_socket(server)]
 
 
 def listener(server, **ident):
@@ -123,6 +125,7 @@ def test_tcp_bind_with_busy_sync_workers(tmp_path):
             assert stats.max_backlog == min(GUNICORN_BACKLOG, somaxconn())
             # The same listener when identified by the sockets the processes hold (needs ptrace access).
             assert listener(server, inodes=app_inodes(server)) == stats
+            assert from_every_row(server, inodes=app_inodes(server)) == [stats]
             assert ss_recv_q(server.port) in (None, 3)
         finally:
             release(clients, holds, HOLD_S + 10)
@@ -144,6 +147,7 @@ def test_unix_bind_with_busy_sync_workers(tmp_path):
             assert (stats.address, stats.kind, stats.in_flight) == (address, 'unix', 4)
             assert stats.max_backlog == min(GUNICORN_BACKLOG, somaxconn())
             assert listener(server, inodes=app_inodes(server)) == stats
+            assert from_every_row(server, addresses=[address]) == [stats]
             # sock_diag counts the same queue on the listening socket itself.
             (diag,) = [u for u in sock_diag.unix_listeners() if u.inode in stats.listen_inodes]
             assert (diag.path, diag.queued, diag.max_backlog) == (path, 3, stats.max_backlog)
@@ -224,6 +228,7 @@ def test_reuse_port_sums_the_listening_socket_of_every_worker(tmp_path):
             assert sum(per_socket.values()) == stats.queued
             assert stats.max_backlog == 2 * min(GUNICORN_BACKLOG, somaxconn())
             assert listener(server, inodes=app_inodes(server)) == stats
+            assert from_every_row(server, inodes=app_inodes(server)) == [stats]
             assert ss_recv_q(server.port) in (None, stats.queued)
         finally:
             release([c for c in connections if c not in held], holds, HOLD_S + 10)

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -253,7 +254,34 @@ def test_readers_join_the_root(fake_root):
     rows = netstat.read_net_tcp(str(fake_root), 4242)
     assert len(rows) == 40 and {r.family for r in rows} == {AF_INET, AF_INET6}
     assert len(netstat.read_net_tcp(str(fake_root) + '/', 4242, local_ports={0x8AA7})) == 4
+    assert {r.family for r in netstat.read_net_tcp(str(fake_root), 4242, families={AF_INET6})} == {AF_INET6}
+    assert len(netstat.read_net_tcp(str(fake_root), 4242, families=())) == 0
     assert len(netstat.read_net_unix(str(fake_root), 4242)) == 13
+
+
+@pytest.mark.skipif(sys.byteorder != FIXTURE_BYTEORDER, reason='the fixtures hold little-endian addresses')
+@pytest.mark.parametrize('scenario', sorted(MANIFEST))
+def test_read_listener_stats_equals_matching_every_row(fake_root, scenario):
+    want = MANIFEST[scenario]
+    for ident in ({'inodes': want['listen_inodes']}, {'addresses': [want['address']]}):
+        expected = netstat.listener_stats(fixture_tcp(), fixture_unix(), max_backlogs={1: 1}, **ident)
+        assert netstat.read_listener_stats(str(fake_root), 4242, max_backlogs={1: 1}, **ident) == expected
+    assert netstat.read_listener_stats(str(fake_root), 4242) == []
+
+
+def test_read_listener_stats_reads_only_the_tables_it_needs(fake_root):
+    net = fake_root / '4242' / 'net'
+    tcp_app, unix_app = MANIFEST['tcp_app']['address'], MANIFEST['unix_app']['address']
+    (net / 'unix').rename(net / 'unix.away')
+    (net / 'tcp6').write_bytes(b'not a table')
+    assert [s.address for s in netstat.read_listener_stats(str(fake_root), 4242, addresses=[tcp_app])] == [tcp_app]
+    (net / 'unix.away').rename(net / 'unix')
+    (net / 'tcp').unlink()
+    (stats,) = netstat.read_listener_stats(str(fake_root), 4242, addresses=[unix_app])
+    assert stats.address == unix_app
+    # Identified by inode, every table is needed.
+    with pytest.raises(netstat.NetProcessGone):
+        netstat.read_listener_stats(str(fake_root), 4242, inodes=MANIFEST['unix_app']['listen_inodes'])
 
 
 def test_missing_tcp6_means_ipv6_is_disabled(fake_root):

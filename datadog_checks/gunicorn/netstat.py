@@ -445,25 +445,100 @@ def _proc_path(root: str, pid: int, *parts: str) -> str:
     return '/'.join((root.rstrip('/') or '', str(pid), *parts))
 
 
-def read_net_tcp(
-    root: str, pid: int, *, local_ports: Collection[int] | None = None, max_bytes: int = DEFAULT_MAX_BYTES
-) -> list[TcpRow]:
-    """TCP sockets (IPv4 then IPv6) of the network namespace PID lives in, from `<root>/<pid>/net/tcp{,6}`."""
-    rows = []
-    for name in ('tcp', 'tcp6'):
+def _read_tcp_tables(root: str, pid: int, families: Collection[int], max_bytes: int) -> list[tuple[str, bytes]]:
+    tables = []
+    for name, family in (('tcp', socket.AF_INET), ('tcp6', socket.AF_INET6)):
+        if family not in families:
+            continue
         path = _proc_path(root, pid, 'net', name)
         try:
-            data = _read_whole(path, pid, max_bytes)
+            tables.append((path, _read_whole(path, pid, max_bytes)))
         except NetProcessGone:
             # tcp6 is absent when IPv6 is disabled (ipv6.disable=1); the process is gone only if its directory is.
             if name == 'tcp6' and os.path.isdir(_proc_path(root, pid)):
                 continue
             raise
+    return tables
+
+
+def _parse_tables(pid: int, tables: list[tuple[str, bytes]], local_ports: Collection[int] | None) -> list[TcpRow]:
+    rows = []
+    for path, data in tables:
         try:
             rows += parse_net_tcp(data, local_ports=local_ports)
         except NetParseError as exc:
             raise NetTableError(pid, path, str(exc)) from exc
     return rows
+
+
+def read_net_tcp(
+    root: str,
+    pid: int,
+    *,
+    local_ports: Collection[int] | None = None,
+    families: Collection[int] = (socket.AF_INET, socket.AF_INET6),
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> list[TcpRow]:
+    """TCP sockets (IPv4 then IPv6) of the network namespace PID lives in, from `<root>/<pid>/net/tcp{,6}`.
+
+    Most of the cost is in the kernel, not here: every read() of these files restarts a walk of the TCP hash tables
+    and returns one page of rows, and the walk to the end happens again for the read that reports EOF (measured
+    ~2 ms per file on an idle host with 262,144 established-hash buckets). Pass `families` to skip a table the
+    listeners cannot be in, and `local_ports` to build rows only for the listeners' ports.
+    """
+    return _parse_tables(pid, _read_tcp_tables(root, pid, families, max_bytes), local_ports)
+
+
+def _listening_ports(pid: int, tables: list[tuple[str, bytes]], inodes: Collection[int]) -> set[int]:
+    """Ports of the LISTEN rows whose inode is in `inodes`, found without building rows for the whole table."""
+    ports = set()
+    for path, data in tables:
+        for line in data.split(b'\n')[1:]:
+            fields = line.split()
+            # proc(5): field 4 is `st` (0A = LISTEN), field 10 the inode.
+            if len(fields) < 10 or fields[3] != b'0A':
+                continue
+            try:
+                if int(fields[9]) in inodes:
+                    ports.add(int(fields[1].rpartition(b':')[2], 16))
+            except ValueError as exc:
+                raise NetTableError(pid, path, f'unparsable LISTEN row {line[:160]!r}') from exc
+    return ports
+
+
+def read_listener_stats(
+    root: str,
+    pid: int,
+    *,
+    inodes: Collection[int] | None = None,
+    addresses: Collection[str | BindAddress] | None = None,
+    max_backlogs: Mapping[int, int] | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> list[ListenerStats]:
+    """`listener_stats` for the network namespace of PID, reading only the tables and rows the listeners need.
+
+    Reads net/tcp and/or net/tcp6 only for TCP listeners of that family (both when identified by inode), net/unix
+    only for unix listeners or inodes, and builds rows only for the listeners' ports: on a host with thousands of
+    connections that is most of the Python-side cost.
+    """
+    inode_set = frozenset(inodes or ())
+    parsed = [a if isinstance(a, BindAddress) else parse_bind(a) for a in addresses or ()]
+    if not inode_set and not parsed:
+        return []
+    families = {a.family for a in parsed} - {socket.AF_UNIX}
+    if inode_set:
+        families |= {socket.AF_INET, socket.AF_INET6}
+    tcp: list[TcpRow] = []
+    if families:
+        tables = _read_tcp_tables(root, pid, families, max_bytes)
+        ports = {a.port for a in parsed if a.family != socket.AF_UNIX}
+        if inode_set:
+            ports |= _listening_ports(pid, tables, inode_set)
+        tcp = _parse_tables(pid, tables, ports)
+    unix: list[UnixRow] = []
+    if inode_set or any(a.family == socket.AF_UNIX for a in parsed):
+        unix = read_net_unix(root, pid, max_bytes=max_bytes)
+    return listener_stats(tcp, unix, inodes=inode_set, addresses=parsed, max_backlogs=max_backlogs)
 
 
 def read_net_unix(root: str, pid: int, *, max_bytes: int = DEFAULT_MAX_BYTES) -> list[UnixRow]:

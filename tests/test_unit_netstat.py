@@ -332,29 +332,48 @@ def test_socket_inodes_of_this_process():
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason='needs root to drop to another user')
-def test_socket_inodes_of_another_users_process_is_denied_not_a_raw_permission_error():
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        os.close(read_end)
-        result = b'no error'
+def test_another_users_process_net_tables_are_readable_but_its_fds_are_denied(tmp_path):
+    """What an unprivileged Agent sees of an application run by another user (here: root)."""
+    path = str(tmp_path / 'app.sock')
+    with socket.socket() as tcp, socket.socket(socket.AF_UNIX) as unix:
+        tcp.bind(('127.0.0.1', 0))
+        tcp.listen(5)
+        unix.bind(path)
+        unix.listen(5)
+        clients = [socket.create_connection(tcp.getsockname(), timeout=5)]
+        addresses = ['{}:{}'.format(*tcp.getsockname()), 'unix:' + path]
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            os.close(read_end)
+            lines = []
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                for stats in netstat.read_listener_stats('/proc', os.getppid(), addresses=addresses):
+                    lines.append(f'{stats.address} queued={stats.queued}')
+                try:
+                    netstat.socket_inodes('/proc', os.getppid())
+                    lines.append('fd readable')
+                except netstat.NetAccessDenied as exc:
+                    lines.append(f'denied {exc.path}')
+            except BaseException as exc:
+                lines.append(repr(exc))
+            os.write(write_end, '\n'.join(lines).encode())
+            os._exit(0)
+        os.close(write_end)
         try:
-            os.setgid(65534)
-            os.setuid(65534)
-            netstat.socket_inodes('/proc', os.getppid())
-        except netstat.NetAccessDenied as exc:
-            result = b'denied ' + exc.path.encode()
-        except BaseException as exc:
-            result = type(exc).__name__.encode()
-        os.write(write_end, result)
-        os._exit(0)
-    os.close(write_end)
-    try:
-        result = os.read(read_end, 1024)
-    finally:
-        os.close(read_end)
-        os.waitpid(pid, 0)
-    assert result == b'denied /proc/%d/fd' % os.getpid()
+            result = os.read(read_end, 4096).decode()
+        finally:
+            os.close(read_end)
+            os.waitpid(pid, 0)
+            for client in clients:
+                client.close()
+    assert result.splitlines() == [
+        f'{addresses[0]} queued=1',
+        f'{addresses[1]} queued=0',
+        f'denied /proc/{os.getpid()}/fd',
+    ]
 
 
 def test_tcp_queue_of_a_listener_that_never_accepts():

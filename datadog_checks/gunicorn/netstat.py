@@ -123,10 +123,6 @@ class BindAddress:
     port: int  # 0 for unix
     path: str  # '' for TCP
 
-    @property
-    def wildcard(self) -> bool:
-        return self.ip in ('0.0.0.0', '::')
-
     def __str__(self) -> str:
         if self.family == socket.AF_UNIX:
             return f'unix:{self.path}'
@@ -304,7 +300,10 @@ def _max_backlog(inodes: Iterable[int], max_backlogs: Mapping[int, int] | None) 
 
 
 def _tcp_stats(
-    rows: Iterable[TcpRow], inodes: Collection[int], addresses: Collection[BindAddress], max_backlogs
+    rows: Iterable[TcpRow],
+    inodes: Collection[int],
+    addresses: Collection[BindAddress],
+    max_backlogs: Mapping[int, int] | None,
 ) -> list[ListenerStats]:
     wanted = {_tcp_key(a.family, a.ip, a.port) for a in addresses if a.family != socket.AF_UNIX}
     rows = list(rows)
@@ -351,7 +350,10 @@ def _tcp_stats(
 
 
 def _unix_stats(
-    rows: Iterable[UnixRow], inodes: Collection[int], addresses: Collection[BindAddress], max_backlogs
+    rows: Iterable[UnixRow],
+    inodes: Collection[int],
+    addresses: Collection[BindAddress],
+    max_backlogs: Mapping[int, int] | None,
 ) -> list[ListenerStats]:
     wanted = {a.path for a in addresses if a.family == socket.AF_UNIX}
     rows = [r for r in rows if r.path is not None and r.type == SOCK_STREAM]
@@ -405,6 +407,9 @@ def listener_stats(
     Listeners that were identified but have no row (not bound yet, or another network namespace) are left out.
     For unix sockets, connections are attributed by path: two listening sockets bound to the same path (a stale
     one whose file was replaced) share them.
+
+    A Gunicorn master's inodes include its control socket (25.1+, a unix listener with backlog 100, bound a moment
+    after the workers boot): drop that address from the result, or identify the listeners by address.
     """
     inode_set = frozenset(inodes or ())
     parsed = [a if isinstance(a, BindAddress) else parse_bind(a) for a in addresses or ()]

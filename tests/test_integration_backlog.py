@@ -16,8 +16,9 @@ import threading
 
 import pytest
 
+from datadog_checks.gunicorn import netstat, sock_diag
+
 from .gunicorn_env import running, wait_for
-from .net_modules import netstat, sock_diag
 
 HOLD_S = 4
 GUNICORN_BACKLOG = 2048  # Gunicorn's `backlog` default

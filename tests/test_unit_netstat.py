@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from datadog_checks.gunicorn import netstat
+
 from .gunicorn_env import wait_for
-from .net_modules import netstat
 
 NET = Path(__file__).parent / 'fixtures' / 'net'
 MANIFEST = json.loads((NET / 'manifest.json').read_text())

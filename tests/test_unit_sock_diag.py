@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from .net_modules import netstat, sock_diag
+from datadog_checks.gunicorn import netstat, sock_diag
 
 SEQ = 7
 DONE = sock_diag.NLMSG_DONE

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -59,7 +60,12 @@ def _base_python() -> str:
 
 def gunicorn_venv(version: str = NEWEST, setproctitle: bool = True) -> Path:
     """Return a virtualenv with gunicorn==version (and setproctitle unless asked not to), creating it once."""
-    tag = 'py%d.%d-gunicorn-%s%s' % (sys.version_info[0], sys.version_info[1], version, '' if setproctitle else '-notitle')
+    tag = 'py%d.%d-gunicorn-%s%s' % (
+        sys.version_info[0],
+        sys.version_info[1],
+        version,
+        '' if setproctitle else '-notitle',
+    )
     venv = CACHE / 'venvs' / tag
     ready = venv / '.ready'
     if ready.exists():
@@ -107,7 +113,7 @@ class Gunicorn:
         tmp_path: Path,
         *,
         version: str = NEWEST,
-        name: str | None = 'gtest',
+        name: str | None = '',
         workers: int = 2,
         args: tuple[str, ...] | list[str] = (),
         app: str = 'app:app',
@@ -117,7 +123,8 @@ class Gunicorn:
     ):
         self.tmp_path = Path(tmp_path)
         self.version = version
-        self.name = name
+        # A name of its own by default: other tests' servers on the host must never be summed with this one.
+        self.name = name if name != '' else 'gtest-%s' % uuid.uuid4().hex[:8]
         self.workers = workers
         self.args = list(args)
         self.app = app
@@ -165,6 +172,18 @@ class Gunicorn:
         wait_for(lambda: len(self.worker_pids()) == expected, timeout, '%d workers of %s' % (expected, self.describe()))
         if self.port:
             wait_for(self._accepts, timeout, 'port %s to accept' % self.port)
+        self.wait_quiet(timeout=timeout)
+
+    def wait_quiet(self, timeout: float = 30.0, window: float = 0.1, max_cpu_ns: int = 1_000_000) -> None:
+        """Wait until no worker of any master spends CPU for a whole window: a titled worker still imports the app."""
+
+        def quiet() -> bool:
+            pids = [p for m in self.titled('gunicorn: master [') for p in self.worker_pids(m)] or self.worker_pids()
+            before = {p: _cpu_ns(p) for p in pids}
+            time.sleep(window)
+            return all(_cpu_ns(p) - ns <= max_cpu_ns for p, ns in before.items())
+
+        wait_for(quiet, timeout, 'the workers of %s to go idle' % self.describe(), interval=0)
 
     def describe(self) -> str:
         tail = self.output.read_text(errors='replace')[-2000:] if self.output.exists() else ''
@@ -178,10 +197,8 @@ class Gunicorn:
         pgid = self.proc.pid
         with contextlib.suppress(ProcessLookupError):
             os.kill(pgid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
         _kill_group(pgid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
@@ -264,6 +281,14 @@ class Gunicorn:
 
     def signal(self, sig: int, pid: int | None = None) -> None:
         os.kill(self.master_pid if pid is None else pid, sig)
+
+
+def _cpu_ns(pid: int) -> int:
+    try:
+        with open('/proc/%d/schedstat' % pid) as f:
+            return int(f.read().split()[0])
+    except OSError:
+        return 0
 
 
 def _kill_group(pgid: int) -> None:

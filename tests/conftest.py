@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import pytest
+
+from datadog_checks.gunicorn import GunicornCheck
+
+from .gunicorn_env import Gunicorn
+
+
+@pytest.fixture
+def gunicorn(tmp_path):
+    """Start real Gunicorn servers for one test: `gunicorn(version=..., workers=..., args=[...])`; all are stopped."""
+    started: list[Gunicorn] = []
+
+    def start(wait: bool = True, **kwargs) -> Gunicorn:
+        server = Gunicorn(tmp_path / ('server%d' % len(started)), **kwargs)
+        started.append(server)
+        return server.start(wait=wait)
+
+    yield start
+    for server in reversed(started):
+        server.stop()
+
+
+@pytest.fixture
+def make_check():
+    def make(instance: dict, init_config: dict | None = None) -> GunicornCheck:
+        check = GunicornCheck('gunicorn', init_config or {}, [instance])
+        check.check_id = 'gunicorn:test'
+        return check
+
+    return make

@@ -1,0 +1,65 @@
+"""A writable proc tree in a temporary directory, for races and rare states a real system will not produce on cue.
+
+Files follow proc(5) byte for byte (stat with its comm in parentheses, NUL-separated cmdline, per-thread children),
+so the readers under test cannot tell them from the kernel's.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+
+class FakeProc:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def add(
+        self,
+        pid: int,
+        ppid: int,
+        title: str | list[str],
+        *,
+        comm: str | None = None,
+        state: str = 'S',
+        start: int = 1000,
+        cpu_ns: int = 0,
+        ticks: int = 0,
+        threads: int = 1,
+        children: tuple[int, ...] = (),
+        nul_padding: int = 16,
+    ) -> FakeProc:
+        d = self.root / str(pid)
+        d.mkdir(parents=True, exist_ok=True)
+        argv = [title] if isinstance(title, str) else title
+        cmdline = '\0'.join(argv).encode() + b'\0' * nul_padding if argv else b''
+        (d / 'cmdline').write_bytes(cmdline)
+        comm = comm if comm is not None else (argv[0][:15] if argv else 'kthread')
+        (d / 'comm').write_text(comm + '\n')
+        self.set_stat(pid, ppid=ppid, comm=comm, state=state, start=start, ticks=ticks, threads=threads)
+        self.set_cpu(pid, cpu_ns)
+        tids = [pid] + [pid * 100 + i for i in range(1, threads)]
+        for tid in tids:
+            (d / 'task' / str(tid)).mkdir(parents=True, exist_ok=True)
+            (d / 'task' / str(tid) / 'children').write_text('')
+        self.set_children(pid, children)
+        return self
+
+    def set_stat(self, pid, *, ppid, comm, state='S', start=1000, ticks=0, threads=1, rss_pages=2500):
+        # proc(5) fields 1..52; utime=14, stime=15, num_threads=20, starttime=22, rss=24.
+        fields = ['0'] * 52
+        fields[0], fields[1], fields[2], fields[3] = str(pid), '(%s)' % comm, state, str(ppid)
+        fields[13], fields[14] = str(ticks), '0'
+        fields[19], fields[21], fields[23] = str(threads), str(start), str(rss_pages)
+        (self.root / str(pid) / 'stat').write_text(' '.join(fields) + '\n')
+
+    def set_cpu(self, pid: int, cpu_ns: int) -> None:
+        (self.root / str(pid) / 'schedstat').write_text('%d 0 1\n' % cpu_ns)
+
+    def set_children(self, pid: int, children, tid: int | None = None) -> None:
+        tid = pid if tid is None else tid
+        (self.root / str(pid) / 'task' / str(tid) / 'children').write_text(''.join('%d ' % c for c in children))
+
+    def remove(self, pid: int) -> None:
+        shutil.rmtree(self.root / str(pid), ignore_errors=True)

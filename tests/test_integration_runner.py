@@ -1,0 +1,67 @@
+"""`python -m datadog_checks.gunicorn`: the check run from a conf.yaml, printed as the Agent would receive it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from .gunicorn_env import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def runner(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, '-m', 'datadog_checks.gunicorn', *args], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+
+
+def test_conf_yaml_runs_every_instance_and_prints_the_agent_layout(gunicorn, tmp_path):
+    server = gunicorn(workers=2)
+    conf = tmp_path / 'conf.yaml'
+    conf.write_text(
+        yaml.safe_dump(
+            {
+                'init_config': {'gunicorn': str(server.venv / 'bin' / 'gunicorn')},
+                'instances': [{'proc_name': server.name, 'tags': ['team:web']}, {'proc_name': 'absent-app'}],
+            }
+        )
+    )
+    done = runner('--conf', str(conf), '--times', '2', '--pause', '0.1')
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert '=== Series ===' in out and '=== Service Checks ===' in out
+    assert 'Total Runs: 2' in out and 'Metric Samples: Last Run: 2, Total: 4' in out
+    assert 'version.raw: %s' % server.version in out
+    assert 'Warning: No gunicorn process with name absent-app found' in out
+    assert 'Configuration Source: file:%s' % conf in out
+
+
+def test_json_output(gunicorn):
+    server = gunicorn(workers=3)
+    done = runner('--proc-name', server.name, '--json')
+    assert done.returncode == 0, done.stderr
+    (report,) = json.loads(done.stdout)
+    values = {tuple(s['tags']): s['points'][0][1] for s in report['series']}
+    assert values == {('app:%s' % server.name, 'state:idle'): 3.0, ('app:%s' % server.name, 'state:working'): 0.0}
+    assert [sc['status'] for sc in report['service_checks']] == [0]
+    assert report['errors'] == [] and report['runs'] == 1
+
+
+def test_a_configuration_error_exits_non_zero(tmp_path):
+    conf = tmp_path / 'conf.yaml'
+    conf.write_text('instances:\n  - proc_name: app\n    cpu_sample_interval: 3\n')
+    done = runner('--conf', str(conf))
+    assert done.returncode == 1
+    assert 'Error: Detected 1 error' in done.stdout and 'cpu_sample_interval' in done.stdout
+
+
+def test_a_conf_without_instances_is_refused(tmp_path):
+    conf = tmp_path / 'conf.yaml'
+    conf.write_text('init_config:\n')
+    done = runner('--conf', str(conf))
+    assert done.returncode != 0 and 'instances' in done.stderr

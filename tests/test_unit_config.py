@@ -1,0 +1,66 @@
+"""Configuration: generated files in sync with the spec, and bad options named in a ConfigurationError."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from datadog_checks.base import ConfigurationError
+from datadog_checks.gunicorn import GunicornCheck
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_sync_script():
+    spec = importlib.util.spec_from_file_location('sync_config', ROOT / 'scripts' / 'sync_config.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generated_config_files_match_the_spec():
+    stale = load_sync_script().drifted()
+    assert not stale, 'regenerate with `python scripts/sync_config.py --write`: %s' % stale
+
+
+def test_drift_is_detected(tmp_path, monkeypatch):
+    sync = load_sync_script()
+    files = sync.render()
+    copy = tmp_path / 'conf.yaml.example'
+    copy.write_text(files[sync.EXAMPLE].replace('cpu_sample_interval', 'cpu_interval'))
+    assert sync.drifted({copy: files[sync.EXAMPLE]}) == [copy]
+
+
+@pytest.mark.parametrize(
+    'instance, option, hint',
+    [
+        ({}, 'proc_name', 'Field required'),
+        ({'proc_name': ''}, 'proc_name', 'non-empty name'),
+        ({'proc_name': ['a']}, 'proc_name', 'non-empty name'),
+        ({'proc_name': 'a', 'cpu_sample_interval': 0}, 'cpu_sample_interval', 'greater than 0 and at most 1'),
+        ({'proc_name': 'a', 'cpu_sample_interval': 1.5}, 'cpu_sample_interval', 'greater than 0 and at most 1'),
+        ({'proc_name': 'a', 'cpu_sample_interval': -1}, 'cpu_sample_interval', 'greater than 0 and at most 1'),
+        ({'proc_name': 'a', 'cpu_sample_interval': 'fast'}, 'cpu_sample_interval', 'number'),
+        ({'proc_name': 'a', 'tags': 'team:web'}, 'tags', 'tuple'),
+    ],
+)
+def test_bad_options_name_the_option(instance, option, hint, dd_run_check):
+    check = GunicornCheck('gunicorn', {}, [instance])
+    with pytest.raises(Exception, match='ConfigurationError') as info:
+        dd_run_check(check)
+    assert option in str(info.value) and hint in str(info.value)
+
+
+def test_configuration_error_type(aggregator):
+    check = GunicornCheck('gunicorn', {}, [{'proc_name': 'a', 'cpu_sample_interval': 2}])
+    with pytest.raises(ConfigurationError):
+        check.load_configuration_models()
+
+
+def test_a_good_upper_bound_is_accepted():
+    check = GunicornCheck('gunicorn', {}, [{'proc_name': 'a', 'cpu_sample_interval': 1}])
+    check.load_configuration_models()
+    assert check.config.cpu_sample_interval == 1
+    assert GunicornCheck('gunicorn', {}, [{'proc_name': 'a'}]).run() == ''  # the default applies

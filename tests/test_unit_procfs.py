@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from datadog_checks.gunicorn.procfs import (
+    ProcessAccessDenied,
+    ProcessGone,
+    ProcFS,
+    ProcUnsupported,
+    parse_cmdline,
+    parse_schedstat,
+    parse_stat,
+    parse_title,
+)
+
+from .fakeproc import FakeProc
+
+CAPTURED = Path(__file__).parent / 'fixtures' / 'proc'
+
+
+def captured_pids():
+    return sorted(int(p.name) for p in CAPTURED.iterdir())
+
+
+def test_parse_stat_takes_comm_up_to_the_last_parenthesis():
+    line = b'42 (a) (b) c) S 7 42 42 0 -1 0 0 0 0 0 11 3 0 0 20 0 4 0 9999 1000 250 18446744073709551615\n'
+    stat = parse_stat(line)
+    assert (stat.pid, stat.comm, stat.state, stat.ppid) == (42, 'a) (b) c', 'S', 7)
+    assert (stat.utime_ticks, stat.stime_ticks, stat.num_threads, stat.start_ticks, stat.rss_pages) == (
+        11,
+        3,
+        4,
+        9999,
+        250,
+    )
+    assert stat.cpu_ticks == 14
+    assert stat.key.pid == 42 and stat.key.start_ticks == 9999
+
+
+def test_parse_stat_of_a_real_gunicorn_tree():
+    procfs = ProcFS(str(CAPTURED))
+    stats = [procfs.read_stat(pid) for pid in captured_pids()]
+    master = stats[0]
+    assert master.comm == 'gunicorn: maste'
+    assert all(s.ppid == master.pid for s in stats[1:4])  # dirty arbiter and two workers
+
+
+@pytest.mark.parametrize(
+    'data, title, argv',
+    [
+        (b'gunicorn: master [app]\0\0\0\0', 'gunicorn: master [app]', ['gunicorn: master [app]']),
+        # setproctitle without a terminating NUL: psutil would split this on spaces.
+        (b'gunicorn: master [my app]', 'gunicorn: master [my app]', ['gunicorn: master [my app]']),
+        (
+            b'/venv/bin/python\0/venv/bin/gunicorn\0-w\x002\0app:app\0',
+            '/venv/bin/python',
+            ['/venv/bin/python', '/venv/bin/gunicorn', '-w', '2', 'app:app'],
+        ),
+        (b'', '', []),  # zombies and kernel threads
+    ],
+)
+def test_title_and_cmdline(data, title, argv):
+    assert parse_title(data) == title
+    assert parse_cmdline(data) == argv
+
+
+def test_parse_schedstat():
+    sched = parse_schedstat(b'123456789 42 7\n')
+    assert (sched.on_cpu_ns, sched.run_delay_ns, sched.timeslices) == (123456789, 42, 7)
+
+
+def test_children_of_every_thread(tmp_path):
+    fake = FakeProc(tmp_path).add(10, 1, 'gunicorn: master [a]', threads=2)
+    fake.set_children(10, [11, 12])
+    fake.set_children(10, [13], tid=1001)
+    assert ProcFS(str(tmp_path)).read_children(10) == {11, 12, 13}
+
+
+def test_real_children_listing_of_the_captured_master():
+    procfs = ProcFS(str(CAPTURED))
+    master = captured_pids()[0]
+    assert procfs.read_children(master) == set(captured_pids()[1:4])
+
+
+def test_vanished_process_is_gone(tmp_path):
+    fake = FakeProc(tmp_path).add(10, 1, 'gunicorn: master [a]')
+    procfs = ProcFS(str(tmp_path))
+    fake.remove(10)
+    for read in (procfs.read_stat, procfs.read_title, procfs.read_schedstat, procfs.read_children, procfs.read_comm):
+        with pytest.raises(ProcessGone):
+            read(10)
+
+
+def test_missing_children_file_means_the_kernel_lacks_it(tmp_path):
+    FakeProc(tmp_path).add(10, 1, 'gunicorn: master [a]')
+    (tmp_path / '10' / 'task' / '10' / 'children').unlink()
+    with pytest.raises(ProcUnsupported):
+        ProcFS(str(tmp_path)).read_children(10)
+
+
+def test_a_thread_exiting_during_the_listing_is_skipped(tmp_path):
+    fake = FakeProc(tmp_path).add(10, 1, 'gunicorn: master [a]', threads=2)
+    fake.set_children(10, [11])
+    shutil.rmtree(tmp_path / '10' / 'task' / '1001')
+    assert ProcFS(str(tmp_path)).read_children(10) == {11}
+
+
+def test_permission_denied_is_its_own_error(tmp_path, monkeypatch):
+    FakeProc(tmp_path).add(10, 1, 'gunicorn: master [a]')
+
+    def deny(*args, **kwargs):
+        raise PermissionError(13, 'Permission denied')
+
+    monkeypatch.setattr('datadog_checks.gunicorn.procfs.os.open', deny)
+    with pytest.raises(ProcessAccessDenied) as info:
+        ProcFS(str(tmp_path)).read_stat(10)
+    assert '10/stat' in str(info.value)
+
+
+def test_pids_lists_only_processes(tmp_path):
+    FakeProc(tmp_path).add(10, 1, 'x').add(20, 1, 'y')
+    (tmp_path / 'self').mkdir()
+    (tmp_path / 'net').mkdir()
+    assert sorted(ProcFS(str(tmp_path)).pids()) == [10, 20]
+
+
+def test_whole_cmdline_longer_than_one_read(tmp_path):
+    long_arg = 'x' * 10000
+    FakeProc(tmp_path).add(10, 1, ['python', long_arg, 'end'], nul_padding=0)
+    assert ProcFS(str(tmp_path)).read_cmdline(10) == ['python', long_arg, 'end']

@@ -14,19 +14,14 @@ import os
 import re
 import signal
 import socket
-import sys
 import textwrap
 from base64 import b64encode
 from pathlib import Path
 
 import pytest
 
-# The shared harness lives in tests/, the evaluator beside this file; neither directory is a package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from grok import KNOWN_USER_AGENTS, Log, get_path, load_pipeline
-from gunicorn_env import GUNICORN_VERSIONS, Gunicorn, running, wait_for
+from ..gunicorn_env import GUNICORN_VERSIONS, Gunicorn, running, wait_for
+from .grok import KNOWN_USER_AGENTS, Log, get_path, load_pipeline
 
 # The multi_line pattern of the conf.yaml logs example; the Agent anchors it at the start of the line.
 ERROR_LOG_START = r'\[\d{4}-\d{2}-\d{2}'

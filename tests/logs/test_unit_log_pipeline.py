@@ -10,15 +10,11 @@ from __future__ import annotations
 import copy
 import ipaddress
 import re
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from grok import (
+from .grok import (
     PIPELINE_FILE,
     Ambiguous,
     GrokParser,

@@ -27,6 +27,9 @@ from .grok import KNOWN_USER_AGENTS, Log, get_path, load_pipeline
 ERROR_LOG_START = r'\[\d{4}-\d{2}-\d{2}'
 # The wider pattern the README suggests when an error log also holds Python logging output.
 MIXED_LOG_START = r'(?:\[?\d{4}-\d{2}-\d{2}|(?:DEBUG|INFO|WARNING|ERROR|CRITICAL):)'
+# The pattern the README gives for containers, where access lines (stdout) and error records (stderr) share a stream:
+# an access line must start a record too, or it would be glued to the traceback before it.
+CONTAINER_LOG_START = r'(?:\[\d{4}-\d{2}-\d{2}|\S* \S+ \S+ \[\d{2}/[A-Z][a-z]{2}/\d{4}:)'
 
 FORMAT_PARSER = 'Parsing Gunicorn access and error logs'
 CHROME = next(iter(KNOWN_USER_AGENTS))
@@ -376,6 +379,23 @@ def test_access_log_variants(tmp_path, version, pipeline):
         wait_for(lambda: ipv6.access_log.read_text(), 30, 'the IPv6 access line')
     [v6] = run(pipeline, ipv6.access_log, 'access.common', start=None)
     assert (attr(v6, 'network.client.ip'), attr(v6, 'http.status_code')) == ('::1', 200)
+
+
+def test_container_stream(tmp_path, version, pipeline):
+    """Access and error logs both on the process output, as in Docker and Kubernetes (--access-logfile -)."""
+    args = ['--access-logfile', '-', '--error-logfile', '-']
+    with running(tmp_path, version=version, workers=1, args=args) as server:
+        assert request(server, '/error') == 500
+        assert request(server, '/') == 200
+        wait_for(lambda: log_has(server.output, r'"GET / HTTP/1.1" 200'), 30, 'the access line')
+    # With the error-log pattern alone, the access line written after a traceback joins the traceback's record.
+    assert any('"GET /error HTTP/1.1" 500' in record for record in records(server.output) if '\nTraceback' in record)
+    logs = [pipeline.process(record) for record in records(server.output, CONTAINER_LOG_START)]
+    rules = [log.matched.get(FORMAT_PARSER) for log in logs]
+    assert set(rules) == {'access.combined', 'gunicorn.error'}, rules
+    [failure] = with_event(logs, 'error_handling_request')
+    assert attr(failure, 'error.message') == 'boom from the test application'
+    assert [attr(log, 'http.status_code') for log in logs if attr(log, 'http.status_code')] == [500, 200]
 
 
 LOGGING_FORMATS = {

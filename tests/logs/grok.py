@@ -37,12 +37,14 @@ class Ambiguous(AssertionError):
 # Matchers
 
 _IPV4 = r'(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)'
-_H16 = r'[0-9A-Fa-f]{1,4}'
+# The text forms of RFC 4291: full, compressed with ::, and ending in an IPv4 address. H is one 16-bit group.
 _IPV6 = (
-    rf'(?:(?:{_H16}:){{7}}{_H16}|(?:{_H16}:){{1,7}}:|(?:{_H16}:){{1,6}}:{_H16}|(?:{_H16}:){{1,5}}(?::{_H16}){{1,2}}'
-    rf'|(?:{_H16}:){{1,4}}(?::{_H16}){{1,3}}|(?:{_H16}:){{1,3}}(?::{_H16}){{1,4}}|(?:{_H16}:){{1,2}}(?::{_H16}){{1,5}}'
-    rf'|{_H16}:(?::{_H16}){{1,6}}|:(?:(?::{_H16}){{1,7}}|:)|(?:{_H16}:){{6}}{_IPV4}|::(?:[fF]{{4}}(?::0{{1,4}})?:)?{_IPV4}'
-    rf'|(?:{_H16}:){{1,5}}:{_IPV4})'
+    (
+        '(?:(?:H:){7}H|(?:H:){1,7}:|(?:H:){1,6}:H|(?:H:){1,5}(?::H){1,2}|(?:H:){1,4}(?::H){1,3}|(?:H:){1,3}(?::H){1,4}'
+        '|(?:H:){1,2}(?::H){1,5}|H:(?::H){1,6}|:(?:(?::H){1,7}|:)|(?:H:){6}V4|::(?:[fF]{4}(?::0{1,4})?:)?V4|(?:H:){1,5}:V4)'
+    )
+    .replace('H', '[0-9A-Fa-f]{1,4}')
+    .replace('V4', _IPV4)
 )
 _IP = rf'(?:{_IPV6}|{_IPV4})'
 _HOST = r'\b(?:[0-9A-Za-z][0-9A-Za-z-]{0,62})(?:\.(?:[0-9A-Za-z][0-9A-Za-z-]{0,62}))*\.?'
@@ -113,7 +115,7 @@ def _scale(value, factor):
     return float(value) * float(factor)
 
 
-_FILTERS = {'nullIf': _null_if, 'integer': lambda v: int(v), 'scale': _scale}
+_FILTERS = {'nullIf': _null_if, 'integer': int, 'scale': _scale}
 
 
 # Grok parsing
@@ -127,7 +129,7 @@ class _Capture:
 
 
 _TOKEN = re.compile(r'%\{')
-_NAME = re.compile(r'[A-Za-z_][\w]*')
+_NAME = re.compile(r'[A-Za-z_]\w*')
 _ATTR = re.compile(r'[A-Za-z_@][\w.@-]*')
 
 
@@ -189,13 +191,9 @@ class GrokParser:
         for name, reading in itertools.product(self._rules, DATA_READINGS):
             self._compiled[name, reading] = self._compile(self._rules[name], reading)
 
-    @property
-    def rule_names(self) -> list[str]:
-        return list(self._rules)
-
     def _check_references(self, pattern: str) -> None:
         for ref in re.findall(r'%\{(_?[A-Za-z][\w.]*)[:}]', pattern):
-            if ref not in _MATCHERS and ref not in ('data',) and ref not in self._support and ref not in self._rules:
+            if ref not in _MATCHERS and ref != 'data' and ref not in self._support and ref not in self._rules:
                 raise Unsupported(f'matcher or rule {ref!r} (not defined above its use)')
 
     def _compile(self, pattern: str, reading: str) -> tuple[re.Pattern, list[_Capture]]:
@@ -245,6 +243,8 @@ class GrokParser:
             source = self._support.get(name) or self._rules[name]
             return f'(?:{self._expand(source, reading, captures, depth + 1)})'
         if name == 'regex':
+            if len(args) != 1:
+                raise Unsupported('regex() takes one pattern')
             regex, convert = args[0], str
         elif name == 'date':
             if len(args) != 1:

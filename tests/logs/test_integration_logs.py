@@ -222,11 +222,11 @@ def test_operational_events(tmp_path, version, pipeline):
     access = run(pipeline, server.access_log, 'access.combined', start=None)
     by_url = {attr(log, 'http.url'): log for log in access}
     assert {url: log.status for url, log in by_url.items() if url != '/sleep/10'} == {
-        '/': 'ok',
+        '/': 'info',
         '/status/404': 'warn',
         '/error': 'error',
         '/status/503': 'error',
-        '/?page=2': 'ok',
+        '/?page=2': 'info',
     }
     browser = by_url['/?page=2']
     assert attr(browser, 'http.auth') == 'alice'
@@ -244,7 +244,7 @@ def test_max_requests_restart(tmp_path, version, pipeline):
             assert request(server, '/') == 200
         wait_for(lambda: log_has(server.error_log, 'Autorestarting worker'), 30, 'the max_requests restart')
     [restart] = with_event(run(pipeline, server.error_log, 'gunicorn.error'), 'max_requests_restart')
-    assert attr(restart, 'process.pid') == worker
+    assert attr(restart, 'pid') == worker
     assert restart.status == 'info'
 
 
@@ -286,7 +286,7 @@ def test_upgrade_and_orphaned_workers(tmp_path, version, pipeline):
         wait_for(lambda: log_has(server.error_log, 'Parent changed, shutting down'), 30, 'the orphaned worker')
     logs = run(pipeline, server.error_log, 'gunicorn.error')
     assert [attr(log, 'gunicorn.upgrade.reason') for log in with_event(logs, 'upgrade_ignored')] == ['Child exists.']
-    assert [attr(log, 'process.pid') for log in with_event(logs, 'master_promoted')] == [new_master]
+    assert [attr(log, 'pid') for log in with_event(logs, 'master_promoted')] == [new_master]
     assert {attr(log, 'gunicorn.master.name') for log in with_event(logs, 'master_shutdown')} == {'Master'}
     assert with_event(logs, 'parent_changed')
 

@@ -263,6 +263,7 @@ class Cell:
     workers: int
     procs: int
     host_procs: int = 0
+    submissions: int = 0  # metrics and service checks of one steady-state run
     steady_cpu: Series = field(default_factory=Series)
     steady_wall: Series = field(default_factory=Series)  # beyond the sample window
     floor: Series = field(default_factory=Series)
@@ -299,7 +300,26 @@ def measure(server: Gunicorn, procs: int, runs: int, first_runs: int, window: fl
         cell.steady_cpu.add(cpu)
         cell.steady_wall.add(wall - window)
         cell.floor.add(cpu_and_wall(lambda: read_raw(stat_paths))[0])
+    cell.submissions = sum(len(m) for m in aggregator._metrics.values()) + sum(
+        len(s) for s in aggregator._service_checks.values()
+    )
     return cell
+
+
+def stub_submission_seconds() -> float:
+    """CPU time of one submission inside the stub aggregator: the part the Agent does in C instead.
+
+    Its check of tag names, an import and an environment lookup per call, makes it costlier than the Agent's.
+    """
+    tags = ['team:bench', 'app:bench', 'state:idle']
+    samples = []
+    for _ in range(20):
+        cpu = time.process_time()
+        for _ in range(100):
+            aggregator.submit_metric(None, 'bench', 0, 'gunicorn.bench', 1.0, tags, '', False)
+        samples.append((time.process_time() - cpu) / 100)
+    aggregator.reset()
+    return statistics.median(samples)
 
 
 @dataclass
@@ -432,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
                     progress('  memory: %d runs with a %.3f s window' % (plan['memory_runs'], MEMORY_WINDOW_SECONDS))
                     memory = measure_memory(server, plan['memory_runs'])
     elapsed = time.monotonic() - started
-    report(cells, memory, args.window)
+    report(cells, memory, args.window, stub_submission_seconds())
     print('\n%d cells in %.0f s; load average at the end %s' % (len(cells), elapsed, os.getloadavg()[0]))
     if args.json:
         Path(args.json).write_text(
@@ -454,12 +474,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def report(cells: list[Cell], memory: Memory | None, window: float) -> None:
+def report(cells: list[Cell], memory: Memory | None, window: float, stub_seconds: float) -> None:
     print('\nSteady state, per run (ms; median [p10-p90]); CPU = process CPU time of check.run(), sleep excluded')
-    print('%4s %5s %6s | %-24s %-8s %-6s | %-24s' % ('W', 'P', 'procs', 'CPU', 'floor', 'ratio', 'wall - window'))
+    print(
+        '%4s %5s %6s | %-24s %-8s %-6s | %-24s | %s'
+        % ('W', 'P', 'procs', 'CPU', 'floor', 'ratio', 'wall - window', 'stub aggregator share of CPU')
+    )
     for c in cells:
         print(
-            '%4d %5d %6d | %-24s %8.3f %5.1fx | %-24s'
+            '%4d %5d %6d | %-24s %8.3f %5.1fx | %-24s | %.3f (%d submissions)'
             % (
                 c.workers,
                 c.procs,
@@ -468,6 +491,8 @@ def report(cells: list[Cell], memory: Memory | None, window: float) -> None:
                 c.floor.p50,
                 c.steady_cpu.p50 / c.floor.p50,
                 c.steady_wall.text(),
+                c.submissions * stub_seconds * 1e3,
+                c.submissions,
             )
         )
     print('\nFirst run of a fresh check (ms; median [p10-p90]); discovery = a fresh Discovery.trees() alone')

@@ -115,16 +115,25 @@ def decode_frame(data: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) ->
 
 def _check_length(length: int, max_frame_bytes: int, path: str | None = None) -> None:
     if length > max_frame_bytes:
-        where = f'control socket {path} sent a ' if path else ''
-        raise ProtocolError(f'{where}frame announcing {length} bytes, more than the {max_frame_bytes}-byte cap', path)
+        detail = f'frame announcing {length} bytes, more than the {max_frame_bytes}-byte cap (max_frame_bytes)'
+        raise _protocol_error(path, f'sent a {detail}') if path else ProtocolError(detail)
 
 
 def _decode_payload(payload: bytes, path: str | None = None) -> Any:
     try:
         return json.loads(payload.decode('utf-8'))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        where = f'control socket {path} sent a ' if path else ''
-        raise ProtocolError(f'{where}frame payload that is not UTF-8 JSON: {exc}', path) from exc
+        detail = f'frame payload that is not UTF-8 JSON ({exc})'
+        raise (_protocol_error(path, f'sent a {detail}') if path else ProtocolError(detail)) from exc
+
+
+def _protocol_error(path: str, detail: str) -> ProtocolError:
+    # Gunicorn itself always speaks the protocol, so the likely cause is another program at a default path.
+    return ProtocolError(
+        f'control socket {path} {detail}: is another program listening at this path, or is it not a Gunicorn '
+        '25.1+ control socket?',
+        path,
+    )
 
 
 # The client
@@ -223,10 +232,8 @@ class ControlSocketClient:
                     # _stop_for_fork), closing open connections: one reconnect makes a worker respawn invisible.
                     # Safe because every allowed command is read-only.
                     if reconnecting:
-                        raise ProtocolError(
-                            f'control socket {self.path} closed the connection twice before answering {command!r} '
-                            f'({exc}): a master forking in a loop, or not a Gunicorn control socket',
-                            self.path,
+                        raise _protocol_error(
+                            self.path, f'closed the connection twice before answering {command!r} ({exc})'
                         ) from exc
                     reconnecting = True
                     continue
@@ -286,10 +293,7 @@ class ControlSocketClient:
             if not chunk:
                 if at_frame_start and not data:
                     raise _Dropped('connection closed before the reply')
-                raise ProtocolError(
-                    f'control socket {self.path} closed the connection mid-frame ({len(data)} of {size} bytes)',
-                    self.path,
-                )
+                raise _protocol_error(self.path, f'closed the connection mid-frame ({len(data)} of {size} bytes)')
             data += chunk
         return bytes(data)
 
@@ -301,17 +305,11 @@ class ControlSocketClient:
 
     def _unwrap(self, reply: Any, request_id: int, command: str) -> Any:
         if not isinstance(reply, dict):
-            raise ProtocolError(
-                f'control socket {self.path} answered {command!r} with a {type(reply).__name__}, not a JSON object',
-                self.path,
-            )
+            raise _protocol_error(self.path, f'answered {command!r} with a {type(reply).__name__}, not a JSON object')
         reply_id = reply.get('id')
         if not isinstance(reply_id, int) or isinstance(reply_id, bool) or reply_id != request_id:
             # Replies are matched by position on a shared connection: a wrong id means the stream is out of step.
-            raise ProtocolError(
-                f'control socket {self.path} answered request id {request_id} with id {reply_id!r}',
-                self.path,
-            )
+            raise _protocol_error(self.path, f'answered request id {request_id} with id {reply_id!r}')
         status = reply.get('status')
         if status == 'ok':
             return reply.get('data')
@@ -321,7 +319,7 @@ class ControlSocketClient:
                 'older than the command?)',
                 self.path,
             )
-        raise ProtocolError(f'control socket {self.path} answered {command!r} with status {status!r}', self.path)
+        raise _protocol_error(self.path, f'answered {command!r} with status {status!r}')
 
     @contextlib.contextmanager
     def _boundary(self, command: str) -> Iterator[None]:
@@ -388,10 +386,10 @@ def _map_error(exc: Exception, path: str, doing: str, timeout: float) -> Control
     if isinstance(exc, PermissionError):  # EACCES and EPERM
         return SocketPermissionDenied(permission_denied_message(path, exc), path)
     if isinstance(exc, ConnectionResetError | BrokenPipeError):
-        return ProtocolError(f'control socket {path} reset the connection while {doing}: {exc}', path)
+        return _protocol_error(path, f'reset the connection while {doing} ({exc})')
     if isinstance(exc, OSError):
         return ControlSocketError(f'control socket {path} failed while {doing}: {exc}', path)
-    return ProtocolError(f'control socket {path} sent a malformed reply while {doing}: {exc}', path)
+    return _protocol_error(path, f'sent a malformed reply while {doing} ({exc})')
 
 
 def _describe_mode(path: str) -> str:

@@ -39,8 +39,10 @@ SOCKET_NAME = 'gunicorn.ctl'
 _LENGTH = struct.Struct('>I')
 # sun_path is 108 bytes including the terminating NUL (unix(7)); longer paths are reached through a directory fd.
 _SUN_PATH_MAX = 107
-# After the server dropped a connection, how often to look for the socket again while the master re-creates it.
+# After the server dropped a connection, how often to ask again while the master re-creates its socket.
 _RECONNECT_INTERVAL_SECONDS = 0.01
+# Below this much time left, a silent connection is waited on to the deadline instead of being replaced.
+_MIN_ATTEMPT_SECONDS = 0.05
 
 _PERMISSION_FIX = (
     'usual fix: start Gunicorn with control_socket_mode = 0o660 (--control-socket-mode 432) and a group the Agent '
@@ -164,6 +166,8 @@ class ControlSocketClient:
 
     The deadline starts when the client is created (or is passed in, to share it across several sockets). The
     connection opens lazily on the first query. Use it as a context manager so the socket is always closed.
+    `wait_for_socket=True` keeps looking for a missing or refusing socket until the deadline, for a path known to
+    have worked: the master leaves no socket for a moment around each fork. Otherwise a first connect fails at once.
     """
 
     def __init__(
@@ -173,8 +177,10 @@ class ControlSocketClient:
         *,
         deadline: Deadline | None = None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        wait_for_socket: bool = False,
     ):
         self.path = path
+        self.wait_for_socket = wait_for_socket
         self.deadline = deadline or Deadline(timeout)
         self.max_frame_bytes = max_frame_bytes
         self.connects = 0
@@ -216,11 +222,11 @@ class ControlSocketClient:
     def query(self, command: str) -> Any:
         """Send one allow-listed command and return the reply's `data`."""
         check_command(command)
-        reconnecting = False
+        drops = 0
         while True:
             with self._boundary(command):
                 if self._sock is None:
-                    self._connect(wait_for_socket=reconnecting)
+                    self._connect(wait_for_socket=self.wait_for_socket or drops > 0)
                 request_id = self._next_id
                 self._next_id += 1
                 try:
@@ -228,14 +234,19 @@ class ControlSocketClient:
                     reply = self._receive()
                 except _Dropped as exc:
                     self.close()
+                    drops += 1
                     # The master stops and restarts its control server around every fork (gunicorn/ctl/server.py
-                    # _stop_for_fork), closing open connections: one reconnect makes a worker respawn invisible.
-                    # Safe because every allowed command is read-only.
-                    if reconnecting:
+                    # _stop_for_fork), closing open connections; a reload forks once per worker in a row. Asking
+                    # again until the deadline makes that invisible, and is safe: every allowed command is read-only.
+                    if self.deadline.remaining() <= _RECONNECT_INTERVAL_SECONDS:
+                        if exc.silent:
+                            raise TimeoutError(str(exc)) from exc
                         raise _protocol_error(
-                            self.path, f'closed the connection twice before answering {command!r} ({exc})'
+                            self.path,
+                            f'closed the connection {drops} times before answering {command!r} ({exc}); a master '
+                            'forking workers for the whole deadline does this too',
                         ) from exc
-                    reconnecting = True
+                    time.sleep(_RECONNECT_INTERVAL_SECONDS)
                     continue
                 return self._unwrap(reply, request_id, command)
 
@@ -248,8 +259,8 @@ class ControlSocketClient:
                 _connect_unix(sock, self.path)
             except (FileNotFoundError, ConnectionRefusedError):
                 sock.close()
-                # Only right after the server dropped us: the socket is being re-created, look again until the
-                # deadline. A first connect reports a missing socket at once.
+                # Right after the server dropped us the socket is being re-created: look again until the deadline.
+                # A first connect reports a missing socket at once unless asked to wait.
                 if not wait_for_socket or self.deadline.remaining() <= _RECONNECT_INTERVAL_SECONDS:
                     raise
                 time.sleep(_RECONNECT_INTERVAL_SECONDS)
@@ -283,12 +294,22 @@ class ControlSocketClient:
         self._phase = 'waiting for the reply to'
         data = bytearray()
         while len(data) < size:
-            self._sock.settimeout(self._remaining())
+            remaining = self._remaining()
+            # Gunicorn 27.0.1 can leak a control connection accepted just before a fork into the master and the new
+            # worker (seen with `ss -xp`): nobody answers it and nobody closes it. A healthy master answers in
+            # milliseconds, so after half the remaining time without a first byte, ask again on a fresh connection.
+            first_byte = at_frame_start and not data
+            wait = remaining / 2 if first_byte and remaining > 2 * _MIN_ATTEMPT_SECONDS else remaining
+            self._sock.settimeout(wait)
             try:
                 chunk = self._sock.recv(min(size - len(data), 65536))
             except ConnectionResetError as exc:
-                if at_frame_start and not data:
+                if first_byte:
                     raise _Dropped(str(exc)) from exc
+                raise
+            except TimeoutError as exc:
+                if wait < remaining:
+                    raise _Dropped(f'no answer within {wait:.2f}s', silent=True) from exc
                 raise
             if not chunk:
                 if at_frame_start and not data:
@@ -340,7 +361,11 @@ class ControlSocketClient:
 
 
 class _Dropped(Exception):
-    """The server closed the connection cleanly between frames (internal: triggers one reconnect)."""
+    """The connection is lost between frames: closed, reset, or silent (internal: triggers a reconnect)."""
+
+    def __init__(self, reason: str, silent: bool = False):
+        super().__init__(reason)
+        self.silent = silent
 
 
 def _connect_unix(sock: socket.socket, path: str) -> None:
@@ -515,19 +540,25 @@ def connect_verified(
 ) -> tuple[ControlSocketClient, Stats]:
     """The first candidate socket whose `show stats` names `expected_pid`, still connected, and those stats.
 
-    All candidates share one deadline, which the returned client keeps for the rest of the run. If none works,
-    raise the most actionable error (permission > timeout > protocol > wrong master > missing) with every attempt
-    in its message.
+    All candidates share one deadline, which the returned client keeps for the rest of the run; each candidate may
+    use only its share of what is left, so one silent socket (another master, stopped) cannot starve the next. If
+    none works, raise the most actionable error (permission > timeout > protocol > wrong master > missing) with
+    every attempt in its message.
     """
     deadline = deadline or Deadline(timeout)
+    paths = list(candidates)
     failures: list[ControlSocketError] = []
-    for path in candidates:
-        client = ControlSocketClient(path, deadline=deadline, max_frame_bytes=max_frame_bytes)
+    for index, path in enumerate(paths):
+        share = Deadline(max(deadline.remaining(), 0.0) / (len(paths) - index))
+        client = ControlSocketClient(path, deadline=share, max_frame_bytes=max_frame_bytes)
         try:
-            return client, verify_master(client, expected_pid)
+            stats = verify_master(client, expected_pid)
         except ControlSocketError as exc:
             client.close()
             failures.append(exc)
+            continue
+        client.deadline = deadline
+        return client, stats
     if not failures:
         raise SocketMissing(f'no candidate control socket path for master {expected_pid} (control socket disabled?)')
     best = next(exc for kind in _PRECEDENCE for exc in failures if isinstance(exc, kind))

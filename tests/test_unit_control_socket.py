@@ -595,8 +595,12 @@ def test_permission_error_is_mapped_at_the_boundary(sock_dir, monkeypatch):
     fails(SocketPermissionDenied, path, ControlSocketClient(path, TIMEOUT).show_stats, 'control_socket_mode = 0o660')
 
 
-def _connect_as_nobody(path: str) -> tuple[str, str]:
-    """Run the client in a forked child that dropped root, as the Agent's unprivileged user would be."""
+def _query_as_nobody(listener: socket.socket, path: str, answer_one: bool) -> tuple[str, str]:
+    """Run the client in a forked child that dropped root, as the Agent's unprivileged user would be.
+
+    No thread may run while forking (the child could inherit a held lock), so the parent answers the one request
+    itself, on `listener`, instead of a fault-server thread.
+    """
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through the pipe
@@ -615,6 +619,12 @@ def _connect_as_nobody(path: str) -> tuple[str, str]:
             os.write(write_end, json.dumps(outcome).encode())
             os._exit(0)
     os.close(write_end)
+    if answer_one:
+        listener.settimeout(5)
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(5)
+            send_json(conn, ok(read_request(conn), STATS))
     with os.fdopen(read_end, 'rb') as pipe:
         data = pipe.read()
     os.waitpid(pid, 0)
@@ -622,33 +632,40 @@ def _connect_as_nobody(path: str) -> tuple[str, str]:
     return kind, message
 
 
+@pytest.fixture
+def listener(sock_dir) -> Iterator[tuple[socket.socket, str]]:
+    path = os.path.join(sock_dir, 'gunicorn.ctl')
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(path)
+        sock.listen(1)
+        yield sock, path
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason='dropping to another user needs root')
 @pytest.mark.parametrize('socket_mode, dir_mode', [(0o000, 0o755), (0o666, 0o700)], ids=['socket-000', 'dir-0700'])
-def test_real_permission_denied_for_an_unprivileged_user(serve, sock_dir, socket_mode, dir_mode):
-    os.chmod(sock_dir, 0o755)
-    server = serve(answer())
-    os.chmod(server.path, socket_mode)
+def test_real_permission_denied_for_an_unprivileged_user(listener, sock_dir, socket_mode, dir_mode):
+    sock, path = listener
+    os.chmod(path, socket_mode)
     os.chmod(sock_dir, dir_mode)
     with timed() as elapsed:
-        kind, message = _connect_as_nobody(server.path)
+        kind, message = _query_as_nobody(sock, path, answer_one=False)
     assert elapsed[0] < MARGIN
     assert kind == 'SocketPermissionDenied', message
-    assert server.path in message and 'control_socket_mode = 0o660' in message
+    assert path in message and 'control_socket_mode = 0o660' in message
     assert f'mode {socket_mode:04o}' in message or 'not stat-able' in message
     assert f'mode {dir_mode:04o}' in message
     assert 'the Agent runs as uid 65534' in message
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason='dropping to another user needs root')
-def test_the_suggested_fix_works_for_an_unprivileged_user(serve, sock_dir):
+def test_the_suggested_fix_works_for_an_unprivileged_user(listener, sock_dir):
     # control_socket_mode = 0o660 plus a group the Agent's user belongs to, and a directory that group can traverse.
-    os.chmod(sock_dir, 0o755)
-    server = serve(answer())
-    os.chown(server.path, 0, 65534)
-    os.chmod(server.path, 0o660)
+    sock, path = listener
+    os.chown(path, 0, 65534)
+    os.chmod(path, 0o660)
     os.chown(sock_dir, 0, 65534)
     os.chmod(sock_dir, 0o710)
-    assert _connect_as_nobody(server.path) == ('ok', '')
+    assert _query_as_nobody(sock, path, answer_one=True) == ('ok', '')
 
 
 def test_every_os_error_is_mapped():

@@ -25,7 +25,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 # Gunicorn accepts frames up to 16 MiB; its replies are a few KiB even with hundreds of workers, so a smaller cap
 # bounds what a confused or hostile peer can make the Agent allocate.
@@ -165,7 +165,9 @@ class ControlSocketClient:
     """One connection to one control socket, used for every command of a check run, within one deadline.
 
     The deadline starts when the client is created (or is passed in, to share it across several sockets). The
-    connection opens lazily on the first query. Use it as a context manager so the socket is always closed.
+    connection opens lazily on the first query. Use it as a context manager so the socket is always closed, and
+    close it as soon as the queries are done: a Gunicorn master running on Python 3.12+ cannot stop its control
+    thread while a client is connected, so each fork it makes meanwhile waits 2 s (seen with 27.0.1).
     `wait_for_socket=True` keeps looking for a missing or refusing socket until the deadline, for a path known to
     have worked: the master leaves no socket for a moment around each fork. Otherwise a first connect fails at once.
     """
@@ -222,33 +224,41 @@ class ControlSocketClient:
     def query(self, command: str) -> Any:
         """Send one allow-listed command and return the reply's `data`."""
         check_command(command)
-        drops = 0
+        drops: list[_Dropped] = []
         while True:
             with self._boundary(command):
-                if self._sock is None:
-                    self._connect(wait_for_socket=self.wait_for_socket or drops > 0)
-                request_id = self._next_id
-                self._next_id += 1
                 try:
+                    if self._sock is None:
+                        self._connect(wait_for_socket=self.wait_for_socket or bool(drops))
+                    request_id = self._next_id
+                    self._next_id += 1
                     self._send(encode_frame({'id': request_id, 'command': command, 'args': []}, self.max_frame_bytes))
                     reply = self._receive()
                 except _Dropped as exc:
-                    self.close()
-                    drops += 1
                     # The master stops and restarts its control server around every fork (gunicorn/ctl/server.py
                     # _stop_for_fork), closing open connections; a reload forks once per worker in a row. Asking
                     # again until the deadline makes that invisible, and is safe: every allowed command is read-only.
+                    self.close()
+                    drops.append(exc)
                     if self.deadline.remaining() <= _RECONNECT_INTERVAL_SECONDS:
-                        if exc.silent:
-                            raise TimeoutError(str(exc)) from exc
-                        raise _protocol_error(
-                            self.path,
-                            f'closed the connection {drops} times before answering {command!r} ({exc}); a master '
-                            'forking workers for the whole deadline does this too',
-                        ) from exc
+                        self._give_up(command, drops)
                     time.sleep(_RECONNECT_INTERVAL_SECONDS)
                     continue
+                except _DeadlinePassed as exc:
+                    if drops:
+                        self._give_up(command, drops)
+                    raise TimeoutError(str(exc)) from exc
                 return self._unwrap(reply, request_id, command)
+
+    def _give_up(self, command: str, drops: list[_Dropped]) -> NoReturn:
+        """Out of time after lost connections: report why the last attempt failed."""
+        if not drops[-1].silent:
+            raise _protocol_error(
+                self.path,
+                f'closed the connection {len(drops)} times before answering {command!r} ({drops[-1]}); '
+                'a master forking workers for the whole deadline does this too',
+            ) from drops[-1]
+        raise TimeoutError(str(drops[-1])) from drops[-1]
 
     def _connect(self, wait_for_socket: bool) -> None:
         while True:
@@ -321,7 +331,7 @@ class ControlSocketClient:
     def _remaining(self) -> float:
         remaining = self.deadline.remaining()
         if remaining <= 0:
-            raise TimeoutError('deadline passed')
+            raise _DeadlinePassed('deadline passed')
         return remaining
 
     def _unwrap(self, reply: Any, request_id: int, command: str) -> Any:
@@ -358,6 +368,10 @@ class ControlSocketClient:
         except BaseException:
             self.close()
             raise
+
+
+class _DeadlinePassed(Exception):
+    """No time left to start the next step (internal: becomes SocketTimeout, or the last drop's ProtocolError)."""
 
 
 class _Dropped(Exception):

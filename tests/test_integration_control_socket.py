@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +23,7 @@ from datadog_checks.gunicorn import control_socket as cs
 from datadog_checks.gunicorn.control_socket import ControlSocketClient, SocketMissing, SocketTimeout, WrongMaster
 
 from .gunicorn_env import Gunicorn, running, wait_for
+from .test_unit_control_socket import query_as_nobody
 
 T = TypeVar('T')
 
@@ -280,6 +283,28 @@ def test_explicit_path_from_an_untitled_command_line(tmp_path):
         with client:
             assert client.path == explicit
         assert not os.path.exists(default_socket(server))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='dropping to another user needs root')
+def test_the_permission_fix_on_a_real_master(tmp_path):
+    # The Agent's user (nobody here) is denied the default 0600 socket, and gets in with the fix the error message
+    # gives: mode 0o660 and a setgid directory of a group it belongs to, which survives Gunicorn re-creating the
+    # socket on every fork. Not under tmp_path: pytest makes its base directory 0700.
+    shared = Path(tempfile.mkdtemp(prefix='ctl-fix-'))
+    try:
+        os.chown(shared, 0, 65534)
+        os.chmod(shared, 0o2750)
+        path = str(shared / cs.SOCKET_NAME)
+        with running(tmp_path / 'private', workers=1, args=['--control-socket', path]) as server:
+            eventually(path, lambda c: c.show_stats(), lambda s: s.pid == server.master_pid, 'the socket')
+            kind, message = query_as_nobody(path)
+            assert kind == 'SocketPermissionDenied' and 'mode 0600' in message and 'setgid' in message
+        with running(tmp_path / 'fixed', workers=1, args=['--control-socket', path, '--control-socket-mode', '0o660']):
+            wait_for(lambda: os.path.exists(path), 20, 'the socket')
+            assert os.stat(path).st_gid == 65534
+            assert query_as_nobody(path) == ('ok', '')
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def test_another_masters_socket_is_rejected(tmp_path):

@@ -595,11 +595,11 @@ def test_permission_error_is_mapped_at_the_boundary(sock_dir, monkeypatch):
     fails(SocketPermissionDenied, path, ControlSocketClient(path, TIMEOUT).show_stats, 'control_socket_mode = 0o660')
 
 
-def _query_as_nobody(listener: socket.socket, path: str, answer_one: bool) -> tuple[str, str]:
+def query_as_nobody(path: str, listener: socket.socket | None = None) -> tuple[str, str]:
     """Run the client in a forked child that dropped root, as the Agent's unprivileged user would be.
 
     No thread may run while forking (the child could inherit a held lock), so the parent answers the one request
-    itself, on `listener`, instead of a fault-server thread.
+    itself, on `listener` when given, instead of a fault-server thread.
     """
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -619,7 +619,7 @@ def _query_as_nobody(listener: socket.socket, path: str, answer_one: bool) -> tu
             os.write(write_end, json.dumps(outcome).encode())
             os._exit(0)
     os.close(write_end)
-    if answer_one:
+    if listener is not None:
         listener.settimeout(5)
         conn, _ = listener.accept()
         with conn:
@@ -644,11 +644,11 @@ def listener(sock_dir) -> Iterator[tuple[socket.socket, str]]:
 @pytest.mark.skipif(os.geteuid() != 0, reason='dropping to another user needs root')
 @pytest.mark.parametrize('socket_mode, dir_mode', [(0o000, 0o755), (0o666, 0o700)], ids=['socket-000', 'dir-0700'])
 def test_real_permission_denied_for_an_unprivileged_user(listener, sock_dir, socket_mode, dir_mode):
-    sock, path = listener
+    _, path = listener
     os.chmod(path, socket_mode)
     os.chmod(sock_dir, dir_mode)
     with timed() as elapsed:
-        kind, message = _query_as_nobody(sock, path, answer_one=False)
+        kind, message = query_as_nobody(path)
     assert elapsed[0] < MARGIN
     assert kind == 'SocketPermissionDenied', message
     assert path in message and 'control_socket_mode = 0o660' in message
@@ -665,7 +665,7 @@ def test_the_suggested_fix_works_for_an_unprivileged_user(listener, sock_dir):
     os.chmod(path, 0o660)
     os.chown(sock_dir, 0, 65534)
     os.chmod(sock_dir, 0o710)
-    assert _query_as_nobody(sock, path, answer_one=True) == ('ok', '')
+    assert query_as_nobody(path, sock) == ('ok', '')
 
 
 def test_every_os_error_is_mapped():

@@ -44,10 +44,13 @@ _RECONNECT_INTERVAL_SECONDS = 0.01
 # Below this much time left, a silent connection is waited on to the deadline instead of being replaced.
 _MIN_ATTEMPT_SECONDS = 0.05
 
+# Gunicorn re-creates the socket on every fork, so a manual chgrp/chmod of the file does not last: the group must
+# come from the master's own group or from a setgid directory.
 _PERMISSION_FIX = (
-    'usual fix: start Gunicorn with control_socket_mode = 0o660 (--control-socket-mode 432) and a group the Agent '
-    'user belongs to (run it with that group, or chgrp the socket), and make the parent directory traversable by '
-    'that group (g+x); the default directory is created 0700'
+    'usual fix: start Gunicorn with control_socket_mode = 0o660 (--control-socket-mode 0o660) and a group the '
+    "Agent user belongs to (the master's group, or --control-socket in a setgid directory of that group, "
+    'chmod 2750), and make the parent directory traversable by that group (g+x); the default directory is created '
+    '0700'
 )
 
 

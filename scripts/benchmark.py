@@ -211,6 +211,7 @@ def new_check(server: Gunicorn, window: float) -> GunicornCheck:
         'cpu_sample_interval': window,
         'gunicorn': str(server.venv / 'bin' / 'gunicorn'),
         'tags': ['bench:true'],
+        'control_socket': server.control_socket,
     }
     check = GunicornCheck('gunicorn', {}, [instance])
     check.check_id = 'gunicorn:bench'
@@ -379,7 +380,12 @@ def measure_memory(server: Gunicorn, runs: int) -> Memory:
 @contextlib.contextmanager
 def bench_server(tmp: Path, workers: int) -> Iterator[Gunicorn]:
     # A short graceful timeout: stopping 256 workers otherwise waits out Gunicorn's 30 s default.
-    server = Gunicorn(tmp / ('w%d' % workers), workers=workers, args=['--graceful-timeout', '1'])
+    # Its own control socket, which the check is configured with: the steady state of a 25.1+ server whose socket
+    # the check reads on every run (the tests' servers keep theirs where the check would not look).
+    socket = tmp / ('w%d.ctl' % workers)
+    args = ['--graceful-timeout', '1', '--control-socket', str(socket)]
+    server = Gunicorn(tmp / ('w%d' % workers), workers=workers, args=args)
+    server.control_socket = str(socket)
     try:
         server.start(wait=False)
         server.wait_ready(timeout=60 + workers / 2)

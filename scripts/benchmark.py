@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import gc
 import json
 import logging
 import os
 import platform
+import pstats
 import resource
 import signal
 import statistics
@@ -325,7 +327,10 @@ def stub_submission_seconds() -> float:
 
 @dataclass
 class Memory:
+    """RSS over all the runs; traced Python memory from a tenth of them (once tracing's own start-up is done) on."""
+
     runs: int
+    traced_runs: int
     rss_before: int
     rss_after: int
     traced_before: int
@@ -344,8 +349,8 @@ class Memory:
 
     @property
     def flat(self) -> bool:
-        # A leak of even 10 bytes a run shows as 100 KB over 10,000 runs; RSS moves by whole pages and arenas.
-        return self.traced_growth < 64 * 1024 and self.rss_growth < 1024 * 1024
+        # A leak of 8 bytes a run shows as 72 KB over 9,000 runs; RSS moves by whole pages and allocator arenas.
+        return self.traced_growth < 8 * self.traced_runs and self.rss_growth < 1024 * 1024
 
 
 def rss_bytes() -> int:
@@ -353,25 +358,66 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
 
 
+def settled_memory() -> tuple[int, int]:
+    """Traced bytes and gc objects, without what the stub aggregator holds of the last run."""
+    aggregator.reset()
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0], len(gc.get_objects())
+
+
 def measure_memory(server: Gunicorn, runs: int) -> Memory:
     check = new_check(server, MEMORY_WINDOW_SECONDS)
     for _ in range(200):  # first-run allocations, caches, interned strings: not what a leak looks like
         run_check(check, server.workers)
     gc.collect()
+    rss_before = rss_bytes()
     tracemalloc.start()
-    before = tracemalloc.take_snapshot()
-    traced_before, objects_before, rss_before = tracemalloc.get_traced_memory()[0], len(gc.get_objects()), rss_bytes()
-    for _ in range(runs):
+    warm = runs // 10
+    for _ in range(warm):
         run_check(check, server.workers)
-    gc.collect()
-    rss_after, objects_after, traced_after = rss_bytes(), len(gc.get_objects()), tracemalloc.get_traced_memory()[0]
+    traced_before, objects_before = settled_memory()
+    before = tracemalloc.take_snapshot()
+    for _ in range(runs - warm):
+        run_check(check, server.workers)
+    traced_after, objects_after = settled_memory()
     after = tracemalloc.take_snapshot()
     tracemalloc.stop()
+    rss_after = rss_bytes()
     # The growth worth showing is the check's and its libraries', not this script's bookkeeping.
     noise = [tracemalloc.Filter(False, __file__), tracemalloc.Filter(False, tracemalloc.__file__)]
     diffs = after.filter_traces(noise).compare_to(before.filter_traces(noise), 'lineno')
     top = [str(d) for d in diffs[:3] if d.size_diff > 0]
-    return Memory(runs, rss_before, rss_after, traced_before, traced_after, objects_before, objects_after, top)
+    return Memory(
+        runs, runs - warm, rss_before, rss_after, traced_before, traced_after, objects_before, objects_after, top
+    )
+
+
+def breakdown(server: Gunicorn, runs: int = 200) -> list[tuple[str, float]]:
+    """What a steady-state run spends its time on: the direct callees of check() under cProfile, as shares.
+
+    cProfile inflates small, frequent calls, so these are proportions to read roughly, not costs; taken from the
+    profile rather than from the check's internals, they survive its refactors.
+    """
+    check = new_check(server, MEMORY_WINDOW_SECONDS)
+    for _ in range(20):
+        run_check(check, server.workers)
+    profiler = cProfile.Profile(time.process_time)
+    profiler.enable()
+    for _ in range(runs):
+        aggregator.reset()
+        check.run()
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats  # {(file, line, name): (cc, nc, tottime, cumtime, callers)}
+    check_key = next(k for k in stats if k[2] == 'check' and k[0].endswith(os.path.join('gunicorn', 'check.py')))
+    run_key = next(k for k in stats[check_key][4] if k[2] == 'run')
+    run_total = stats[run_key][3]
+    shares = [('AgentCheck.run() around check()', (run_total - stats[check_key][3]) / run_total)]
+    for key, (_, _, _, _, callers) in stats.items():
+        if check_key in callers:
+            label = '%s:%s' % (os.path.basename(key[0]), key[2]) if key[0] != '~' else key[2]
+            shares.append((label, callers[check_key][3] / run_total))
+    shares.sort(key=lambda item: -item[1])
+    return shares
 
 
 # The run
@@ -441,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     cells: list[Cell] = []
     memory = None
+    shares: dict[int, list[tuple[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix='gunicorn-bench-') as tmp, IdleProcesses(args.max_seconds) as idle:
         for workers in plan['workers']:
             idle.resize(min(plan['procs']))  # one server at a time, on a quiet table, however big the last cell was
@@ -454,11 +501,13 @@ def main(argv: list[str] | None = None) -> int:
                         '  W=%d P=%d: steady CPU %s ms, floor %.3f ms, first-run discovery %.1f ms'
                         % (workers, procs, cell.steady_cpu.text(), cell.floor.p50, cell.discovery_cpu.p50)
                     )
+                if workers in (MEMORY_WORKERS, max(plan['workers'])):
+                    shares[workers] = breakdown(server)
                 if plan['memory_runs'] and (memory is None and workers >= MEMORY_WORKERS):
                     progress('  memory: %d runs with a %.3f s window' % (plan['memory_runs'], MEMORY_WINDOW_SECONDS))
                     memory = measure_memory(server, plan['memory_runs'])
     elapsed = time.monotonic() - started
-    report(cells, memory, args.window, stub_submission_seconds())
+    report(cells, memory, args.window, stub_submission_seconds(), shares)
     print('\n%d cells in %.0f s; load average at the end %s' % (len(cells), elapsed, os.getloadavg()[0]))
     if args.json:
         Path(args.json).write_text(
@@ -480,7 +529,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def report(cells: list[Cell], memory: Memory | None, window: float, stub_seconds: float) -> None:
+def report(
+    cells: list[Cell],
+    memory: Memory | None,
+    window: float,
+    stub_seconds: float,
+    shares: dict[int, list[tuple[str, float]]],
+) -> None:
     print('\nSteady state, per run (ms; median [p10-p90]); CPU = process CPU time of check.run(), sleep excluded')
     print(
         '%4s %5s %6s | %-24s %-8s %-6s | %-24s | %s'
@@ -521,19 +576,24 @@ def report(cells: list[Cell], memory: Memory | None, window: float, stub_seconds
                 c.discovery_cpu.p50 / c.full_floor.p50,
             )
         )
+    for workers, parts in sorted(shares.items()):
+        print('\nWhere a steady-state run goes at W=%d (cProfile shares of check.run(), approximate):' % workers)
+        print('  ' + ', '.join('%s %.0f%%' % (label, share * 100) for label, share in parts if share >= 0.01))
     if memory:
         print(
-            '\nMemory over %d runs (sample window %.3f s): RSS %+.0f KiB (%.1f -> %.1f MiB), tracemalloc %+.1f KiB '
-            '(%.0f -> %.0f KiB), gc objects %+d'
+            '\nMemory over %d runs (sample window %.3f s): RSS %+.0f KiB (%.1f -> %.1f MiB); tracemalloc over '
+            'the last %d: %+.1f KiB (%.0f -> %.0f KiB, %+.1f bytes a run), gc objects %+d'
             % (
                 memory.runs,
                 MEMORY_WINDOW_SECONDS,
-                (memory.rss_after - memory.rss_before) / 1024,
+                memory.rss_growth / 1024,
                 memory.rss_before / 2**20,
                 memory.rss_after / 2**20,
-                (memory.traced_after - memory.traced_before) / 1024,
+                memory.traced_runs,
+                memory.traced_growth / 1024,
                 memory.traced_before / 1024,
                 memory.traced_after / 1024,
+                memory.traced_growth / memory.traced_runs,
                 memory.objects_after - memory.objects_before,
             )
         )

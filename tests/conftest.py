@@ -7,6 +7,19 @@ from datadog_checks.gunicorn import GunicornCheck
 from .gunicorn_env import Gunicorn
 
 
+def pytest_addoption(parser):
+    parser.addoption('--soak', action='store_true', help='also run the chaos soak (minutes long; `tox -e bench` does)')
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption('--soak'):
+        return
+    skip = pytest.mark.skip(reason='the chaos soak runs with --soak (tox -e bench)')
+    for item in items:
+        if 'soak' in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def gunicorn(tmp_path):
     """Start real Gunicorn servers for one test: `gunicorn(version=..., workers=..., args=[...])`; all are stopped."""

@@ -1,8 +1,9 @@
-"""Which workers are working: CPU time per worker across one shared sample window.
+"""CPU time of Gunicorn processes: which workers are working across one shared sample window.
 
-The nanosecond on-CPU time of /proc/PID/schedstat tells a brief heartbeat wakeup from real work; where the kernel
-does not provide it (no CONFIG_SCHED_INFO) the clock-tick CPU time of /proc/PID/stat is used instead, whose 10 ms
-resolution makes any tick a sign of work.
+The nanosecond on-CPU time of /proc/PID/schedstat tells a brief heartbeat wakeup from real work, and its run-queue
+wait says how long a process waited for a CPU. Where the kernel does not provide it (no CONFIG_SCHED_INFO) the
+clock-tick CPU time of /proc/PID/stat is used instead, whose 10 ms resolution makes any tick a sign of work and
+which has no run-queue wait.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from .procfs import ProcError, ProcessGone, ProcFS
 NS_PER_TICK = 1_000_000_000 // os.sysconf('SC_CLK_TCK')
 
 
+@dataclass(frozen=True)
+class CpuTime:
+    on_cpu_ns: int
+    run_delay_ns: int | None  # None where only clock ticks are available
+
+
 @dataclass
 class CpuSampler:
     procfs: ProcFS
@@ -26,37 +33,42 @@ class CpuSampler:
     sleep: Callable[[float], None] = time.sleep
     use_schedstat: bool = field(default=True)
 
-    def count(self, pids: Iterable[int], window_seconds: float) -> WorkerCounts:
-        """Sample every worker, wait one window, sample again, and split them into working and idle."""
+    def count(self, pids: Iterable[int], window_seconds: float) -> tuple[WorkerCounts, dict[int, CpuTime]]:
+        """Sample every worker, wait one window, sample again; return the split and the samples at the end."""
         pids = list(pids)
         if not pids:
-            return WorkerCounts(0, 0)
+            return WorkerCounts(0, 0), {}
         before = self.sample(pids)
         self.sleep(window_seconds)
         after = self.sample(before)
-        return count_working(before, after, WORKING_MIN_CPU_NS if self.use_schedstat else NS_PER_TICK)
+        threshold = WORKING_MIN_CPU_NS if self.use_schedstat else NS_PER_TICK
+        counts = count_working(
+            {p: c.on_cpu_ns for p, c in before.items()}, {p: c.on_cpu_ns for p, c in after.items()}, threshold
+        )
+        return counts, after
 
-    def sample(self, pids: Iterable[int]) -> dict[int, int]:
-        """On-CPU nanoseconds of each pid still alive and readable."""
+    def sample(self, pids: Iterable[int]) -> dict[int, CpuTime]:
+        """CPU time of each pid still alive and readable."""
         samples = {}
         for pid in pids:
             try:
-                samples[pid] = self._cpu_ns(pid)
+                samples[pid] = self._cpu(pid)
             except ProcError as exc:
-                self.log.debug('Cannot read the CPU time of worker %s: %s', pid, exc)
+                self.log.debug('Cannot read the CPU time of %s: %s', pid, exc)
         return samples
 
-    def _cpu_ns(self, pid: int) -> int:
+    def _cpu(self, pid: int) -> CpuTime:
         if self.use_schedstat:
             try:
-                return self.procfs.read_schedstat(pid).on_cpu_ns
+                sched = self.procfs.read_schedstat(pid)
+                return CpuTime(sched.on_cpu_ns, sched.run_delay_ns)
             except ProcessGone:
                 if not os.path.exists(self.procfs.path(pid)):
                     raise
                 self._schedstat_unavailable(pid)
             except ProcError:
                 self._schedstat_unavailable(pid)
-        return self.procfs.read_stat(pid).cpu_ticks * NS_PER_TICK
+        return CpuTime(self.procfs.read_stat(pid).cpu_ticks * NS_PER_TICK, None)
 
     def _schedstat_unavailable(self, pid: int) -> None:
         self.log.debug('No readable /proc/%s/schedstat; using clock-tick CPU times from /proc/PID/stat', pid)

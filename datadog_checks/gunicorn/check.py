@@ -8,6 +8,7 @@ from .activity import CpuSampler
 from .config_models import ConfigMixin
 from .discovery import AppTree, Discovery
 from .procfs import DEFAULT_ROOT, ProcessKey, ProcFS
+from .resources import ResourceTracker, Usage
 from .version import VersionError, read_version
 
 try:
@@ -38,6 +39,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         procfs = ProcFS(procfs_root())
         self._discovery = Discovery(procfs, self._app, self.log)
         self._sampler = CpuSampler(procfs, self.log)
+        self._resources = ResourceTracker(procfs, self.log)
 
     def check(self, _):
         trees = self._discovery.trees()
@@ -45,7 +47,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
             self._report_missing_master()
             return
         workers = [w.pid for t in trees for w in t.workers]
-        counts = self._sampler.count(workers, self.config.cpu_sample_interval)
+        counts, worker_cpu = self._sampler.count(workers, self.config.cpu_sample_interval)
         self.log.debug('%s: %d working and %d idle workers', self._app, counts.working, counts.idle)
         if counts.total:
             self.service_check(self.SERVICE_CHECK, AgentCheck.OK, tags=self._tags)
@@ -59,7 +61,32 @@ class GunicornCheck(AgentCheck, ConfigMixin):
             )
         self.gauge('workers', counts.working, tags=[*self._tags, 'state:working'])
         self.gauge('workers', counts.idle, tags=[*self._tags, 'state:idle'])
+        self._submit_usage(self._resources.measure(trees, worker_cpu, self._sampler))
         self._collect_version(trees)
+
+    def _submit_usage(self, usage: Usage) -> None:
+        tags = self._tags
+        self.gauge('masters', usage.masters, tags=tags)
+        self._gauge_if_known('master.uptime', usage.master_uptime_seconds, tags)
+        self._gauge_if_known('worker.age.min', usage.worker_age_min_seconds, tags)
+        self._gauge_if_known('worker.age.max', usage.worker_age_max_seconds, tags)
+        if usage.worker_exits is not None:
+            self.count('workers.restarts', usage.worker_exits, tags=tags)
+        for role in usage.roles:
+            role_tags = [*tags, 'role:%s' % role.role]
+            if role.role == 'dirty_worker':
+                self.gauge('dirty_workers', role.processes, tags=tags)
+            self.gauge('threads', role.threads, tags=role_tags)
+            self.gauge('memory.rss', role.rss_bytes, tags=role_tags)
+            self.gauge('memory.rss.max', role.rss_bytes_max, tags=role_tags)
+            self._gauge_if_known('memory.pss', role.pss_bytes, role_tags)
+            self._gauge_if_known('memory.pss.max', role.pss_bytes_max, role_tags)
+            self._gauge_if_known('cpu.utilization', role.cpu_pct, role_tags)
+            self._gauge_if_known('cpu.run_queue_wait', role.run_queue_wait_pct, role_tags)
+
+    def _gauge_if_known(self, name: str, value: float | None, tags: list[str]) -> None:
+        if value is not None:
+            self.gauge(name, value, tags=tags)
 
     def _report_missing_master(self) -> None:
         message = (

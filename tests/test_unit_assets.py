@@ -337,10 +337,33 @@ def test_log_queries_are_scoped_to_gunicorn_logs():
         assert query.startswith('source:gunicorn'), query
 
 
+def asset_log_attributes() -> set[str]:
+    """Every `@attribute` a log asset filters on, shows as a column or lists as a facet."""
+    used = {a for q in every_log_query() for a in re.findall(r'@([\w.]+):', q)}
+    columns = [c for v in saved_views().values() if v['type'] == 'logs' for c in v['options'].get('columns', [])]
+    columns += [c for v in saved_views().values() if v['type'] == 'logs' for c in v.get('visible_facets', [])]
+    for dashboard in dashboards().values():
+        for widget in walk_widgets(dashboard['widgets']):
+            if widget['definition']['type'] == 'log_stream':
+                columns += widget['definition'].get('columns', [])
+    return used | {c[1:] for c in columns if c.startswith('@')}
+
+
+def pipeline_attributes(pipeline: dict) -> set[str]:
+    """What the pipeline writes: grok captures, processor targets, and the facets it declares."""
+    produced = {f['path'] for f in pipeline.get('facets', [])}
+    for processor in pipeline['pipeline']['processors']:
+        if processor.get('target'):
+            produced.add(processor['target'])
+        grok = processor.get('grok', {})
+        rules = grok.get('supportRules', '') + grok.get('matchRules', '')
+        produced |= set(re.findall(r'%\{[^:}]+:([\w.]+)', rules))
+    return produced
+
+
 @pytest.mark.skipif(not PIPELINE.exists(), reason='the logs pipeline (assets/logs/gunicorn.yaml) is not in the repo')
 def test_log_assets_use_what_the_pipeline_produces():
     pipeline = yaml.safe_load(PIPELINE.read_text(encoding='utf-8'))
-    text = PIPELINE.read_text(encoding='utf-8')
     events = set()
     for processor in pipeline['pipeline']['processors']:
         if processor.get('type') == 'lookup-processor' and processor.get('target') == 'gunicorn.event':
@@ -351,5 +374,17 @@ def test_log_assets_use_what_the_pipeline_produces():
             for value in re.findall(r'\w+', ' '.join(group)):
                 if value != 'OR':
                     assert value in events, (query, value)
-        for attribute in re.findall(r'@([\w.]+):', query):
-            assert attribute in text, (query, attribute)
+    produced = pipeline_attributes(pipeline)
+    # An attribute is there when the pipeline writes it or an object holding it (http.url_details -> .path).
+    unknown = {a for a in asset_log_attributes() if not any(a == p or a.startswith(p + '.') for p in produced)}
+    assert not unknown, 'log assets use attributes the pipeline never writes: %s' % sorted(unknown)
+
+
+@pytest.mark.skipif(not PIPELINE.exists(), reason='the logs pipeline (assets/logs/gunicorn.yaml) is not in the repo')
+def test_saved_views_list_facets_the_pipeline_declares():
+    # A facet the integration does not declare shows up empty in the facet panel of a fresh account.
+    declared = {f['path'] for f in yaml.safe_load(PIPELINE.read_text(encoding='utf-8')).get('facets', [])}
+    for view in saved_views().values():
+        for facet in view.get('visible_facets', []):
+            if facet.startswith('@'):
+                assert facet[1:] in declared, (view['name'], facet)

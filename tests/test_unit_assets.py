@@ -251,10 +251,21 @@ def test_template_variables_filter_every_query():
 
 
 def test_widgets_fit_the_grid():
+    # Ordered dashboards are 12 columns wide; inside a group, widgets that overlap or spill over its height are
+    # rearranged by Datadog on import, and the reading order top to bottom is lost.
     for dashboard in dashboards().values():
         for widget in walk_widgets(dashboard['widgets']):
             layout = widget['layout']
             assert layout['x'] + layout['width'] <= 12, widget['id']
+        for group in dashboard['widgets']:
+            taken: dict[tuple[int, int], int] = {}
+            for widget in group['definition'].get('widgets', []):
+                layout = widget['layout']
+                assert layout['y'] + layout['height'] <= group['layout']['height'], widget['id']
+                for x in range(layout['x'], layout['x'] + layout['width']):
+                    for y in range(layout['y'], layout['y'] + layout['height']):
+                        assert (x, y) not in taken, 'widgets %s and %s overlap' % (taken[(x, y)], widget['id'])
+                        taken[(x, y)] = widget['id']
 
 
 # Monitors

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -127,6 +128,15 @@ def test_the_wheel_is_one_the_agent_accepts(wheel):
     # datadog_checks/__init__.py belongs to datadog-checks-base: shipping one would overwrite the Agent's.
     assert 'datadog_checks/__init__.py' not in names
     assert not [n for n in names if n.startswith('tests/')]
+
+
+def test_the_readme_installs_what_this_test_builds(wheel):
+    """The README's installation commands are the ones these tests run: same build command, same wheel file."""
+    readme = (REPO / 'README.md').read_text()
+    build = re.search(r'^\s*(python3 -m pip wheel .*)$', readme, re.M).group(1).split()
+    assert build[1:] == ['-m', 'pip', 'wheel', '--no-deps', '-w', 'dist', '.']
+    install = re.search(r'datadog-agent integration install (?:-w|--local-wheel) (\S+)', readme).group(1)
+    assert install == 'dist/%s' % wheel.name
 
 
 def test_the_agent_environment_satisfies_the_wheel(agent_python):

@@ -1,7 +1,7 @@
 """The two commands of the README, for a machine with nothing but Python 3 and pip.
 
     python3 scripts/dev.py quickstart   # start a real Gunicorn, run the check twice against it, print the result
-    python3 scripts/dev.py test         # the whole test suite: lint, then tests on Python 3.11 and 3.13
+    python3 scripts/dev.py test         # the whole test suite: lint, tests on Python 3.11 and 3.13, bench and soak
 
 Everything is installed into `.cache/` in this repository, never into the system Python.
 """

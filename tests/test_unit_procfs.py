@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ from datadog_checks.gunicorn.procfs import (
     ProcessGone,
     ProcFS,
     ProcUnsupported,
+    is_procfs,
     parse_cmdline,
     parse_schedstat,
     parse_stat,
@@ -60,6 +64,9 @@ def test_parse_stat_of_a_real_gunicorn_tree():
             ['/venv/bin/python', '/venv/bin/gunicorn', '-w', '2', 'app:app'],
         ),
         (b'', '', []),  # zombies and kernel threads
+        # A titled master: the title, then the rest of the old argv area as NULs (about 4 KB for a long command).
+        (b'gunicorn: master [web]' + b'\0' * 4000, 'gunicorn: master [web]', ['gunicorn: master [web]']),
+        (b'a\0\0b\0\0\0', 'a', ['a', '', 'b']),  # empty arguments inside the line are kept
     ],
 )
 def test_title_and_cmdline(data, title, argv):
@@ -131,3 +138,102 @@ def test_whole_cmdline_longer_than_one_read(tmp_path):
     long_arg = 'x' * 10000
     FakeProc(tmp_path).add(10, 1, ['python', long_arg, 'end'], nul_padding=0)
     assert ProcFS(str(tmp_path)).read_cmdline(10) == ['python', long_arg, 'end']
+
+
+# Held files: real processes, because only /proc ties an open file to its process.
+
+
+def _child() -> int:
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child only waits to be killed
+        signal.pause()
+        os._exit(0)
+    return pid
+
+
+def _open_fds() -> int:
+    return len(os.listdir('/proc/self/fd'))
+
+
+def test_a_held_stat_follows_its_process_to_the_zombie_state_and_out():
+    procfs = ProcFS('/proc', max_held=8)
+    child = _child()
+    try:
+        assert procfs.read_stat(child).state in 'SR'
+        assert procfs.held == 1
+        assert procfs.read_stat(child).pid == child  # from the open file this time
+        os.kill(child, signal.SIGKILL)
+        while procfs.read_stat(child).state != 'Z':  # not reaped yet: the kernel still shows it
+            time.sleep(0.01)
+    finally:
+        os.waitpid(child, 0)
+    # Reaped: the open file fails (ESRCH), the pid is read by path again and nothing has it.
+    with pytest.raises(ProcessGone):
+        procfs.read_stat(child)
+    assert procfs.held == 0
+
+
+def test_files_unread_since_the_last_release_are_closed_and_close_closes_all():
+    baseline = _open_fds()
+    children = [_child(), _child()]
+    try:
+        procfs = ProcFS('/proc', max_held=8)
+        for pid in children:
+            procfs.read_stat(pid)
+            procfs.read_schedstat(pid)
+        assert procfs.held == 4 and _open_fds() == baseline + 4
+        procfs.release_unused()  # every file was read since the (absent) previous release
+        assert procfs.held == 4
+        procfs.read_stat(children[0])
+        procfs.release_unused()
+        assert procfs.held == 1
+        procfs.close()
+        assert procfs.held == 0 and _open_fds() == baseline
+        procfs.read_stat(children[0])  # a closed ProcFS still reads, by path
+        assert procfs.held == 0
+    finally:
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
+def test_no_more_files_are_held_than_allowed():
+    procfs = ProcFS('/proc', max_held=1)
+    procfs.read_stat(os.getpid())
+    procfs.read_schedstat(os.getpid())
+    assert procfs.held == 1
+
+
+def test_a_dropped_procfs_closes_its_files():
+    baseline = _open_fds()
+    procfs = ProcFS('/proc', max_held=8)
+    procfs.read_stat(os.getpid())
+    assert _open_fds() == baseline + 1
+    del procfs
+    assert _open_fds() == baseline
+
+
+def test_a_tree_of_regular_files_is_never_held(tmp_path):
+    # An open regular file keeps its contents after the fake process is removed; /proc would fail the read.
+    FakeProc(tmp_path).add(100, 1, 'gunicorn: master [web]')
+    procfs = ProcFS(str(tmp_path), max_held=8)
+    procfs.read_stat(100)
+    assert procfs.held == 0
+    shutil.rmtree(tmp_path / '100')
+    with pytest.raises(ProcessGone):
+        procfs.read_stat(100)
+
+
+def test_is_procfs_reads_the_mount_table(tmp_path):
+    mountinfo = tmp_path / 'mountinfo'
+    mountinfo.write_text(
+        '22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw\n'
+        '23 22 0:22 / /proc rw,nosuid shared:12 - proc proc rw\n'
+        '24 22 0:23 / /host\\040root/proc rw shared:13 - proc proc rw\n'
+    )
+    assert is_procfs('/proc', str(mountinfo))
+    assert is_procfs('/proc/1/task', str(mountinfo))
+    assert is_procfs('/host root/proc', str(mountinfo))
+    assert not is_procfs('/host root', str(mountinfo))
+    assert not is_procfs('/procfs', str(mountinfo))
+    assert not is_procfs('/proc', str(tmp_path / 'missing'))

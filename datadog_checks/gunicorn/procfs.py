@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import re
 import resource
 import threading
 import weakref
@@ -145,6 +146,27 @@ def parse_children(data: bytes) -> set[int]:
     return {int(pid) for pid in data.split()}
 
 
+def is_procfs(path: str, mountinfo: str = '/proc/self/mountinfo') -> bool:
+    """Whether `path` lies on a proc filesystem: the type of the longest mount point above it in mountinfo."""
+    real = os.path.realpath(path)
+    try:
+        with open(mountinfo, 'rb') as f:
+            lines = f.read().decode('utf-8', 'replace').splitlines()
+    except OSError:
+        return False
+    best, best_type = '', None
+    for line in lines:
+        fields = line.split(' ')
+        if '-' not in fields[6:]:
+            continue
+        # proc(5): field 5 is the mount point (octal escapes for spaces and the like); the type follows the '-'.
+        point = re.sub(r'\\([0-7]{3})', lambda m: chr(int(m.group(1), 8)), fields[4])
+        fstype = fields[fields.index('-', 6) + 1]
+        if (real == point or real.startswith(point.rstrip('/') + '/')) and len(point) >= len(best):
+            best, best_type = point, fstype
+    return best_type == 'proc'
+
+
 def held_files_limit() -> int:
     """How many files one check instance may keep open: an eighth of the soft limit, and no more than 1,024.
 
@@ -182,7 +204,9 @@ class ProcFS:
 
     def __init__(self, root: str = DEFAULT_ROOT, max_held: int = 0):
         self.root = root.rstrip('/') or '/'
-        self.max_held = max_held
+        # Only a proc filesystem ties an open file to its process: a tree of regular files (the tests' fake roots)
+        # would keep showing a process whose files were deleted. Such roots are read by path.
+        self.max_held = max_held if max_held and is_procfs(self.root) else 0
         self._held: dict[tuple[int, str], int] = {}
         self._read_since_release: set[tuple[int, str]] = set()
         self._lock = threading.Lock()

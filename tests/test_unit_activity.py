@@ -1,0 +1,32 @@
+"""The CPU sample window: how long the sampler sleeps between its two passes."""
+
+from __future__ import annotations
+
+import logging
+
+from datadog_checks.gunicorn.activity import CpuSampler
+from datadog_checks.gunicorn.procfs import ProcFS
+
+from .fakeproc import FakeProc
+
+
+def sampler_with_clock(tmp_path, ticks: list[float], slept: list[float]) -> CpuSampler:
+    fake = FakeProc(tmp_path)
+    fake.add(100, 1, 'gunicorn: master [web]', children=(101,))
+    fake.add(101, 100, 'gunicorn: worker [web]', cpu_ns=10)
+    clock = iter(ticks)
+    return CpuSampler(ProcFS(str(tmp_path)), logging.getLogger('test'), sleep=slept.append, clock=lambda: next(clock))
+
+
+def test_the_sleep_is_what_the_first_pass_left_of_the_window(tmp_path):
+    # Each worker is watched from its first read to its second: the first pass counts towards the window.
+    slept: list[float] = []
+    counts, _ = sampler_with_clock(tmp_path, [10.0, 10.03], slept).count([101], 0.1)
+    assert len(slept) == 1 and abs(slept[0] - 0.07) < 1e-9
+    assert counts.total == 1
+
+
+def test_a_first_pass_longer_than_the_window_does_not_sleep(tmp_path):
+    slept: list[float] = []
+    sampler_with_clock(tmp_path, [10.0, 10.5], slept).count([101], 0.1)
+    assert slept == [0.0]

@@ -15,6 +15,7 @@ import pytest
 
 from datadog_checks.base import AgentCheck
 from datadog_checks.dev.utils import get_metadata_metrics
+from datadog_checks.gunicorn import control_socket as ctl
 
 from .common import run_once
 from .gunicorn_env import NEWEST, wait_for
@@ -240,3 +241,24 @@ def test_a_missing_configured_socket_says_what_to_check(gunicorn, tmp_path, make
     run_once(dd_run_check, aggregator, check)
     (warning,) = check.warnings
     assert 'nowhere.ctl' in warning
+
+
+def test_show_config_is_asked_once_per_reload(gunicorn, tmp_path, make_check, aggregator, dd_run_check, monkeypatch):
+    conf = tmp_path / 'gunicorn.conf.py'
+    conf.write_text('timeout = 30\n')
+    server, path = with_socket(gunicorn, tmp_path, workers=2, args=['-c', str(conf)])
+    asked = []
+    real = ctl.ControlSocketClient.show_config
+    monkeypatch.setattr(ctl.ControlSocketClient, 'show_config', lambda self: asked.append(1) or real(self))
+    check = make_check(instance_for(server, control_socket=path))
+    for _ in range(3):
+        run_once(dd_run_check, aggregator, check)
+        assert value(aggregator, 'gunicorn.worker.timeout') == 30
+    assert len(asked) == 1
+
+    conf.write_text('timeout = 20\n')
+    old = set(server.worker_pids())
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: len(server.worker_pids()) == 2 and not old & set(server.worker_pids()), 20, 'the HUP')
+    wait_for(lambda: value_after_run(dd_run_check, aggregator, check, 'gunicorn.worker.timeout') == 20, 10, 'reload')
+    assert len(asked) == 2

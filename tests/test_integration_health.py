@@ -256,7 +256,9 @@ def test_show_config_is_asked_once_per_reload(gunicorn, tmp_path, make_check, ag
         assert value(aggregator, 'gunicorn.worker.timeout') == 30
     assert len(asked) == 1
 
-    conf.write_text('timeout = 20\n')
+    # A different size: Gunicorn imports the file, and Python's bytecode cache checks only its size and its mtime
+    # in whole seconds, so the same size within the same second would run the old configuration again.
+    conf.write_text('timeout = 20  # after the reload\n')
     old = set(server.worker_pids())
     server.signal(signal.SIGHUP)
     wait_for(lambda: len(server.worker_pids()) == 2 and not old & set(server.worker_pids()), 20, 'the HUP')

@@ -38,11 +38,12 @@ class FakeProc:
         comm = comm if comm is not None else (argv[0][:15] if argv else 'kthread')
         (d / 'comm').write_text(comm + '\n')
         self.set_stat(pid, ppid=ppid, comm=comm, state=state, start=start, ticks=ticks, threads=threads)
-        self.set_cpu(pid, cpu_ns)
         tids = [pid] + [pid * 100 + i for i in range(1, threads)]
         for tid in tids:
             (d / 'task' / str(tid)).mkdir(parents=True, exist_ok=True)
             (d / 'task' / str(tid) / 'children').write_text('')
+            self.set_thread_cpu(pid, tid, 0)
+        self.set_cpu(pid, cpu_ns)
         self.set_children(pid, children)
         return self
 
@@ -55,7 +56,13 @@ class FakeProc:
         (self.root / str(pid) / 'stat').write_text(' '.join(fields) + '\n')
 
     def set_cpu(self, pid: int, cpu_ns: int) -> None:
+        # /proc/PID/schedstat is the main thread's, the same as /proc/PID/task/PID/schedstat.
         (self.root / str(pid) / 'schedstat').write_text('%d 0 1\n' % cpu_ns)
+        if (self.root / str(pid) / 'task' / str(pid)).is_dir():
+            self.set_thread_cpu(pid, pid, cpu_ns)
+
+    def set_thread_cpu(self, pid: int, tid: int, cpu_ns: int) -> None:
+        (self.root / str(pid) / 'task' / str(tid) / 'schedstat').write_text('%d 0 1\n' % cpu_ns)
 
     def set_children(self, pid: int, children, tid: int | None = None) -> None:
         tid = pid if tid is None else tid

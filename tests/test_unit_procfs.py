@@ -131,3 +131,16 @@ def test_whole_cmdline_longer_than_one_read(tmp_path):
     long_arg = 'x' * 10000
     FakeProc(tmp_path).add(10, 1, ['python', long_arg, 'end'], nul_padding=0)
     assert ProcFS(str(tmp_path)).read_cmdline(10) == ['python', long_arg, 'end']
+
+
+def test_thread_schedstats_sum_every_thread(tmp_path):
+    fake = FakeProc(tmp_path).add(10, 1, 'gunicorn: worker [a]', cpu_ns=5, threads=3)
+    fake.set_thread_cpu(10, 1001, 7_000_000)
+    procfs = ProcFS(str(tmp_path))
+    assert procfs.read_schedstat(10).on_cpu_ns == 5  # the main thread only
+    assert procfs.read_thread_schedstats(10).on_cpu_ns == 7_000_005
+    shutil.rmtree(tmp_path / '10' / 'task' / '1001')  # a pool thread exiting during the listing
+    assert procfs.read_thread_schedstats(10).on_cpu_ns == 5
+    with pytest.raises(ProcessGone):
+        procfs.read_thread_schedstats(11)
+

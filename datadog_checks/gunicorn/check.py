@@ -46,8 +46,8 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         if not trees:
             self._report_missing_master()
             return
-        workers = [w.pid for t in trees for w in t.workers]
-        counts, worker_cpu = self._sampler.count(workers, self.config.cpu_sample_interval)
+        workers = {w.pid: w.num_threads for t in trees for w in t.workers}
+        counts, worker_cpu = self._sampler.count(workers, self.config.cpu_sample_interval, threads=workers)
         self.log.debug('%s: %d working and %d idle workers', self._app, counts.working, counts.idle)
         if counts.total:
             self.service_check(self.SERVICE_CHECK, AgentCheck.OK, tags=self._tags)

@@ -191,6 +191,36 @@ class ProcFS:
         except ValueError as exc:
             raise ProcUnsupported(pid, self.path(pid, 'schedstat'), 'unparsable schedstat %r' % data[:80]) from exc
 
+    def read_thread_schedstats(self, pid: int) -> SchedStat:
+        """schedstat summed over the threads of `pid`: /proc/PID/schedstat counts only its main thread.
+
+        A thread that exited took its time with it (unlike /proc/PID/stat, whose ticks keep dead threads' time), so
+        successive sums can shrink when one exits: callers clamp differences at zero.
+        """
+        task_dir = self.path(pid, 'task')
+        try:
+            tids = os.listdir(task_dir)
+        except (FileNotFoundError, ProcessLookupError) as exc:
+            raise ProcessGone(pid, task_dir, 'process gone') from exc
+        except PermissionError as exc:
+            raise ProcessAccessDenied(pid, task_dir, 'permission denied') from exc
+        on_cpu = delay = slices = 0
+        for tid in tids:
+            try:
+                data = self._read(pid, 'task', tid, 'schedstat')
+            except ProcessGone:
+                continue  # that thread exited since the listing
+            try:
+                sched = parse_schedstat(data)
+            except ValueError as exc:
+                raise ProcUnsupported(pid, self.path(pid, 'task', tid, 'schedstat'), 'unparsable schedstat') from exc
+            on_cpu += sched.on_cpu_ns
+            delay += sched.run_delay_ns
+            slices += sched.timeslices
+        if not tids:
+            raise ProcessGone(pid, task_dir, 'no threads left')
+        return SchedStat(on_cpu, delay, slices)
+
     def read_cmdline(self, pid: int) -> list[str]:
         return parse_cmdline(self._read(pid, 'cmdline', whole=True))
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -10,10 +12,12 @@ from datadog_checks.gunicorn.procfs import (
     ProcessGone,
     ProcFS,
     ProcUnsupported,
+    holds_event_poll,
     parse_cmdline,
     parse_schedstat,
     parse_stat,
     parse_title,
+    socket_inodes,
 )
 
 from .fakeproc import FakeProc
@@ -144,3 +148,19 @@ def test_thread_schedstats_sum_every_thread(tmp_path):
     with pytest.raises(ProcessGone):
         procfs.read_thread_schedstats(11)
 
+
+def test_fd_links(tmp_path):
+    fake = FakeProc(tmp_path).add(10, 1, 'gunicorn: worker [a]')
+    fake.set_fds(10, '/dev/null', 'socket:[123]', 'anon_inode:[eventpoll]', 'socket:[456]', 'pipe:[9]')
+    links = ProcFS(str(tmp_path)).read_fd_links(10)
+    assert socket_inodes(links) == {123, 456}
+    assert holds_event_poll(links)
+    assert not holds_event_poll(['socket:[1]', 'pipe:[2]'])
+    with pytest.raises(ProcessGone):
+        ProcFS(str(tmp_path)).read_fd_links(11)
+
+
+def test_fd_links_of_this_process():
+    with socket.socket() as sock:
+        links = ProcFS().read_fd_links(os.getpid())
+        assert os.fstat(sock.fileno()).st_ino in socket_inodes(links)

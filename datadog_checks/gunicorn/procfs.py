@@ -136,6 +136,16 @@ def parse_children(data: bytes) -> set[int]:
     return {int(pid) for pid in data.split()}
 
 
+def socket_inodes(fd_links: tuple[str, ...] | list[str]) -> frozenset[int]:
+    """Inodes of the sockets among fd link targets (`socket:[12345]`)."""
+    return frozenset(int(link[8:-1]) for link in fd_links if link.startswith('socket:[') and link.endswith(']'))
+
+
+def holds_event_poll(fd_links: tuple[str, ...] | list[str]) -> bool:
+    """Whether an epoll instance is among fd link targets: what every event loop (selectors, asyncio, libev) opens."""
+    return 'anon_inode:[eventpoll]' in fd_links
+
+
 class ProcFS:
     """The process tree as seen under `root` (the Agent's procfs_path, e.g. /host/proc in a container)."""
 
@@ -245,6 +255,34 @@ class ProcFS:
 
     def read_comm(self, pid: int) -> str:
         return self._read(pid, 'comm').rstrip(b'\n').decode('utf-8', 'replace')
+
+    def read_fd_links(self, pid: int) -> tuple[str, ...]:
+        """What each open file descriptor of `pid` points to (`socket:[N]`, `anon_inode:[eventpoll]`, a path).
+
+        Needs ptrace read access (root or CAP_SYS_PTRACE for another user's process, and even for the same user once a
+        process dropped privileges and became non-dumpable): raises ProcessAccessDenied. Costs a readlink per fd,
+        about 5 us each.
+        """
+        fd_dir = self.path(pid, 'fd')
+        try:
+            names = os.listdir(fd_dir)
+        except (FileNotFoundError, ProcessLookupError) as exc:
+            raise ProcessGone(pid, fd_dir, 'process gone') from exc
+        except PermissionError as exc:
+            raise ProcessAccessDenied(pid, fd_dir, 'permission denied (needs root or CAP_SYS_PTRACE)') from exc
+        except OSError as exc:
+            raise ProcessAccessDenied(pid, fd_dir, os.strerror(exc.errno or 0)) from exc
+        links = []
+        for name in names:
+            try:
+                links.append(os.readlink('%s/%s' % (fd_dir, name)))
+            except FileNotFoundError:
+                continue  # closed since the listing
+            except PermissionError as exc:
+                raise ProcessAccessDenied(pid, fd_dir, 'permission denied (needs root or CAP_SYS_PTRACE)') from exc
+            except OSError:
+                continue
+        return tuple(links)
 
     def read_children(self, pid: int) -> set[int]:
         """Children of every thread of `pid` (a child is listed under the thread that forked it).

@@ -9,6 +9,7 @@ from .config_models import ConfigMixin
 from .discovery import AppTree, Discovery
 from .procfs import DEFAULT_ROOT, ProcessKey, ProcFS
 from .resources import ResourceTracker, Usage
+from .saturation import SaturationCollector, SaturationReport
 from .version import VersionError, read_version
 
 try:
@@ -40,6 +41,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         self._discovery = Discovery(procfs, self._app, self.log)
         self._sampler = CpuSampler(procfs, self.log)
         self._resources = ResourceTracker(procfs, self.log)
+        self._saturation = SaturationCollector(procfs, self.log, self.config.bind or ())
 
     def check(self, _):
         trees = self._discovery.trees()
@@ -47,8 +49,18 @@ class GunicornCheck(AgentCheck, ConfigMixin):
             self._report_missing_master()
             return
         workers = {w.pid: w.num_threads for t in trees for w in t.workers}
-        counts, worker_cpu = self._sampler.count(workers, self.config.cpu_sample_interval, threads=workers)
-        self.log.debug('%s: %d working and %d idle workers', self._app, counts.working, counts.idle)
+        cpu, worker_cpu = self._sampler.count(workers, self.config.cpu_sample_interval, threads=workers)
+        saturation = self._saturation.collect(trees, cpu)
+        counts = saturation.workers
+        self.log.debug(
+            '%s: %d working and %d idle %s workers (CPU window: %d working; in flight: %s)',
+            self._app,
+            counts.working,
+            counts.idle,
+            saturation.model.value,
+            cpu.working,
+            saturation.in_flight,
+        )
         if counts.total:
             self.service_check(self.SERVICE_CHECK, AgentCheck.OK, tags=self._tags)
         else:
@@ -61,8 +73,18 @@ class GunicornCheck(AgentCheck, ConfigMixin):
             )
         self.gauge('workers', counts.working, tags=[*self._tags, 'state:working'])
         self.gauge('workers', counts.idle, tags=[*self._tags, 'state:idle'])
+        self._submit_saturation(saturation)
         self._submit_usage(self._resources.measure(trees, worker_cpu, self._sampler))
         self._collect_version(trees)
+
+    def _submit_saturation(self, saturation: SaturationReport) -> None:
+        for problem in saturation.problems:
+            self.warning(problem)
+        for listener in saturation.listeners:
+            tags = [*self._tags, 'listener:%s' % listener.address]
+            self.gauge('listen.queued', listener.queued, tags=tags)
+            self._gauge_if_known('listen.backlog_max', listener.max_backlog, tags)
+            self.gauge('connections.in_flight', listener.in_flight, tags=tags)
 
     def _submit_usage(self, usage: Usage) -> None:
         tags = self._tags

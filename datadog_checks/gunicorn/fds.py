@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from .procfs import ProcError, ProcessAccessDenied, ProcessKey, ProcFS, Stat, holds_event_poll, socket_inodes
 
 DENIED_MESSAGE = (
-    'Cannot read /proc/%s/fd: %s. Without root or CAP_SYS_PTRACE the check cannot find the listening sockets from '
-    "the workers' sockets (set the `bind` option instead) nor tell which worker holds a connection; the other "
-    'metrics are not affected.'
+    "Cannot read %s; another user's fds need root or CAP_SYS_PTRACE. Without them the check cannot find the app's "
+    "listening sockets from its processes' sockets (set the `bind` option instead) nor tell which worker holds a "
+    'connection; the other metrics are not affected.'
 )
 
 
@@ -38,7 +38,7 @@ class FdReader:
             links = self.procfs.read_fd_links(stat.pid)
         except ProcessAccessDenied as exc:
             self.denied = True
-            self.log.debug(DENIED_MESSAGE, stat.pid, exc)
+            self.log.debug(DENIED_MESSAGE, exc)
             return None
         except ProcError as exc:
             self.log.debug('Cannot read the fds of %s: %s', stat.pid, exc)

@@ -269,7 +269,7 @@ class ProcFS:
         except (FileNotFoundError, ProcessLookupError) as exc:
             raise ProcessGone(pid, fd_dir, 'process gone') from exc
         except PermissionError as exc:
-            raise ProcessAccessDenied(pid, fd_dir, 'permission denied (needs root or CAP_SYS_PTRACE)') from exc
+            raise ProcessAccessDenied(pid, fd_dir, 'permission denied') from exc
         except OSError as exc:
             raise ProcessAccessDenied(pid, fd_dir, os.strerror(exc.errno or 0)) from exc
         links = []
@@ -279,7 +279,7 @@ class ProcFS:
             except FileNotFoundError:
                 continue  # closed since the listing
             except PermissionError as exc:
-                raise ProcessAccessDenied(pid, fd_dir, 'permission denied (needs root or CAP_SYS_PTRACE)') from exc
+                raise ProcessAccessDenied(pid, fd_dir, 'permission denied') from exc
             except OSError:
                 continue
         return tuple(links)

@@ -1,5 +1,25 @@
 # Validation the spec cannot express. Generated once by ddev, then maintained by hand.
 
+from datadog_checks.gunicorn.netstat import parse_bind
+
+
+def instance_bind(value, field=None, **kwargs):
+    # Compared with the kernel's socket tables, so each address must be exact: a host name or a missing port would
+    # have to be guessed, and a guess could count another program's listener.
+    addresses = [value] if isinstance(value, str) else value
+    if not isinstance(addresses, (list, tuple)) or not addresses:
+        raise ValueError(
+            'bind must be a list of addresses such as 127.0.0.1:8000 or unix:/run/app.sock, got %r' % (value,)
+        )
+    for address in addresses:
+        if not isinstance(address, str):
+            raise ValueError('bind must list addresses as strings, got %r' % (address,))
+        try:
+            parse_bind(address.strip())
+        except ValueError as exc:
+            raise ValueError('bind: %s (use IP:PORT, [IPv6]:PORT or unix:PATH)' % exc) from None
+    return [a.strip() for a in addresses]
+
 
 def instance_cpu_sample_interval(value, field=None, **kwargs):
     # The whole run sleeps this long once; beyond a second it would delay every other check in the Agent's runner.

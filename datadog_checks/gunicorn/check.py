@@ -6,10 +6,12 @@ from datadog_checks.base import AgentCheck
 
 from .activity import CpuSampler
 from .config_models import ConfigMixin
+from .control_socket import ControlSocketError
 from .discovery import AppTree, Discovery
+from .health import ControlSocketMonitor, Health
 from .procfs import DEFAULT_ROOT, ProcessKey, ProcFS
 from .resources import ResourceTracker, Usage
-from .saturation import SaturationCollector, SaturationReport
+from .saturation import SaturationCollector, SaturationReport, control_socket_hints
 from .version import VersionError, read_version
 
 try:
@@ -41,6 +43,9 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         self._discovery = Discovery(procfs, self._app, self.log)
         self._sampler = CpuSampler(procfs, self.log)
         self._resources = ResourceTracker(procfs, self.log)
+        self._control = ControlSocketMonitor(
+            procfs, self.log, self.config.control_socket, self.config.control_socket_timeout
+        )
         self._saturation = SaturationCollector(procfs, self.log, self.config.bind or ())
 
     def check(self, _):
@@ -48,9 +53,11 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         if not trees:
             self._report_missing_master()
             return
+        # Before the sample window: no control connection may stay open while the check sleeps.
+        health = self._read_health(trees)
         workers = {w.pid: w.num_threads for t in trees for w in t.workers}
         cpu, worker_cpu = self._sampler.count(workers, self.config.cpu_sample_interval, threads=workers)
-        saturation = self._saturation.collect(trees, cpu)
+        saturation = self._saturation.collect(trees, cpu, *control_socket_hints(health))
         counts = saturation.workers
         self.log.debug(
             '%s: %d working and %d idle %s workers (CPU window: %d working; in flight: %s)',
@@ -75,6 +82,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         self.gauge('workers', counts.idle, tags=[*self._tags, 'state:idle'])
         self._submit_saturation(saturation)
         self._submit_usage(self._resources.measure(trees, worker_cpu, self._sampler))
+        self._submit_health(health)
         self._collect_version(trees)
 
     def _submit_saturation(self, saturation: SaturationReport) -> None:
@@ -85,6 +93,51 @@ class GunicornCheck(AgentCheck, ConfigMixin):
             self.gauge('listen.queued', listener.queued, tags=tags)
             self._gauge_if_known('listen.backlog_max', listener.max_backlog, tags)
             self.gauge('connections.in_flight', listener.in_flight, tags=tags)
+
+    def _read_health(self, trees: list[AppTree]) -> list[tuple[ProcessKey, Health]]:
+        found = []
+        for tree in trees:
+            try:
+                health = self._control.read(tree.master)
+            except ControlSocketError as exc:
+                self.warning('Cannot read the configured control_socket of master %s: %s', tree.master.pid, exc)
+                continue
+            if health is not None:
+                found.append((tree.master.key, health))
+        self._control.forget_except({t.master.key for t in trees})
+        return found
+
+    def _submit_health(self, found: list[tuple[ProcessKey, Health]]) -> None:
+        if not found:
+            return
+        worker_class = next((h.config.worker_class for _, h in found if h.config.worker_class), None)
+        tags = [*self._tags, 'worker_class:%s' % worker_class] if worker_class else self._tags
+        targets = [h.stats.workers_target for _, h in found if h.stats.workers_target is not None]
+        if targets:
+            self.gauge('workers.target', sum(targets), tags=tags)
+        churn = [c for key, h in found if (c := self._control.churn(key, h.stats)) is not None]
+        if churn:
+            self.count('workers.spawned', sum(c.spawned for c in churn), tags=tags)
+            self.count('workers.killed', sum(c.killed for c in churn), tags=tags)
+            self.count('reloads', sum(c.reloads for c in churn), tags=tags)
+        config = found[0][1].config
+        self._gauge_if_known('worker.timeout', config.timeout_seconds, tags)
+        self._gauge_if_known('worker.threads', config.threads, tags)
+        self._gauge_if_known('worker.max_requests', config.max_requests, tags)
+        ages = [age for _, h in found for age in h.web_heartbeat_ages]
+        if ages:
+            self.gauge('worker.heartbeat_age.max', max(ages), tags=tags)
+            self.gauge('worker.heartbeat_age.avg', sum(ages) / len(ages), tags=tags)
+        if config.timeout_seconds:
+            late = self.config.heartbeat_timeout_share * config.timeout_seconds
+            self.gauge('workers.near_timeout', sum(1 for age in ages if age >= late), tags=tags)
+        dirty = [h for _, h in found if h.dirty_configured]
+        if dirty:
+            self.gauge('dirty_arbiter.up', int(any(h.stats.dirty_arbiter_pid for h in dirty)), tags=tags)
+            dirty_ages = [age for h in dirty for age in (h.dirty_heartbeat_ages or ())]
+            if dirty_ages:
+                self.gauge('dirty_worker.heartbeat_age.max', max(dirty_ages), tags=tags)
+                self.gauge('dirty_worker.heartbeat_age.avg', sum(dirty_ages) / len(dirty_ages), tags=tags)
 
     def _submit_usage(self, usage: Usage) -> None:
         tags = self._tags

@@ -9,8 +9,9 @@ the split stays the CPU window's. See classify.worker_model for how the class is
 Collaborators, one job each: listeners.ListenerFinder (which sockets are the app's), queues.QueueReader (their
 figures this run), fds.FdReader (what a process holds open), classify (the pure rules).
 
-Seams for the control socket (Gunicorn 25.1+): `collect(announced=...)` takes the addresses of `show listeners` per
-master pid, and `worker_class`/`threads` come from `show config`; both are optional and exact when given.
+From the control socket (Gunicorn 25.1+), when the check reaches it: `collect(announced=...)` takes the addresses of
+`show listeners` per master pid, and `worker_class`/`threads` come from `show config` (see `control_socket_hints`);
+both are optional and exact when given.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from dataclasses import dataclass, field
 from .classify import WorkerCounts, WorkerModel, combine_working, worker_model
 from .discovery import AppTree
 from .fds import FdReader
+from .health import Health
 from .listeners import SOURCE_BIND, SOURCE_SOCKETS, ListenerFinder
 from .netstat import BindAddress, ListenerStats, NetAccessDenied, NetError, NetProcessGone, parse_bind
-from .procfs import ProcFS
+from .procfs import ProcessKey, ProcFS
 from .queues import QueueReader
 
 
@@ -150,3 +152,20 @@ class SaturationCollector:
             if not held & accepted:
                 without += 1
         return without
+
+
+def control_socket_hints(
+    found: list[tuple[ProcessKey, Health]],
+) -> tuple[dict[int, list[str]], str | None, int | None]:
+    """What the control socket tells the saturation collector: listeners per master pid, worker class, threads.
+
+    With --reuse-port the master holds no listener and `show listeners` is empty: the configured binds name the
+    address every worker's socket listens on.
+    """
+    announced = {
+        key.pid: [x.address for x in h.listeners if x.address] or list(h.config.bind)
+        for key, h in found
+        if h.listeners or h.config.bind
+    }
+    config = next((h.config for _, h in found if h.config.worker_class), None)
+    return announced, config and config.worker_class, config and config.threads

@@ -15,7 +15,7 @@ from datadog_checks.base.utils.models import validation
 from . import defaults, validators
 
 
-SECURE_FIELD_NAMES = frozenset(['gunicorn'])
+SECURE_FIELD_NAMES = frozenset(['control_socket', 'gunicorn'])
 
 
 class MetricPatterns(BaseModel):
@@ -34,11 +34,14 @@ class InstanceConfig(BaseModel):
         frozen=True,
     )
     bind: Optional[tuple[str, ...]] = None
+    control_socket: Optional[str] = None
+    control_socket_timeout: Optional[float] = None
     cpu_sample_interval: Optional[float] = None
     disable_generic_tags: Optional[bool] = None
     empty_default_hostname: Optional[bool] = None
     enable_legacy_tags_normalization: Optional[bool] = None
     gunicorn: Optional[str] = None
+    heartbeat_timeout_share: Optional[float] = None
     metric_patterns: Optional[MetricPatterns] = None
     min_collection_interval: Optional[float] = None
     proc_name: str

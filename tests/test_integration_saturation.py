@@ -7,7 +7,10 @@ busy. Held requests are always joined, idle clients closed before the holds end.
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import tempfile
 
 import pytest
 
@@ -185,3 +188,46 @@ def test_a_bind_address_nobody_listens_on_is_a_warning(gunicorn, make_check, agg
     run_once(dd_run_check, aggregator, check)
     assert gauges(aggregator, 'gunicorn.listen.queued') == {server.bind: 0}
     assert len(check.warnings) == 1 and '127.0.0.1:1' in check.warnings[0]
+
+
+@pytest.fixture
+def shared_socket():
+    """A control socket path an unprivileged Agent can reach: a traversable directory of its own under the temporary
+    directory (pytest's are private to root), removed afterwards; the server makes the socket 0666."""
+    directory = tempfile.mkdtemp(prefix='gunicorn-ctl-')
+    os.chmod(directory, 0o755)
+    yield os.path.join(directory, 'app.ctl')
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.parametrize('args', [[], ['--reuse-port']], ids=['shared', 'reuse-port'])
+def test_the_control_socket_names_the_listeners_without_privileges(gunicorn, shared_socket, args):
+    path = shared_socket
+    server = gunicorn(workers=2, args=['--control-socket', path, '--control-socket-mode', '438', *args])
+    wait_for(lambda: os.path.exists(path), 10, 'the control socket')
+    # No bind option and no fd access: `show listeners` (or, with --reuse-port, show config's bind) names them.
+    result = run_as_nobody({'proc_name': server.name, 'gunicorn': '/nonexistent', 'control_socket': path})
+    assert result['errors'] == ['', '']
+    metrics = result['metrics']
+    assert {t for _, tags in metrics['gunicorn.listen.queued'] for t in tags if t.startswith('listener:')} == {
+        'listener:%s' % server.bind
+    }
+    capacity = min(GUNICORN_BACKLOG, somaxconn()) * (2 if args else 1)
+    assert metrics['gunicorn.listen.backlog_max'][-1][0] == capacity
+
+
+def test_an_app_thread_in_sync_workers(gunicorn, make_check, aggregator, dd_run_check, tmp_path):
+    # Seen from outside, a second thread is what gthread looks like: the split falls back to CPU alone. The control
+    # socket's show config says sync, and a worker sleeping in a request is working again.
+    path = str(tmp_path / 'app.ctl')
+    server = gunicorn(workers=2, app='background:app', args=['--control-socket', path])
+    wait_for(lambda: os.path.exists(path), 10, 'the control socket')
+    guessing = make_check(instance_for(server))
+    told = make_check(instance_for(server, control_socket=path))
+    hold = server.hold(f'/sleep/{HOLD_S}')
+    try:
+        wait_for(lambda: in_flight(dd_run_check, aggregator, guessing) == 1, 10, 'the request in flight')
+        assert run_once(dd_run_check, aggregator, guessing) == {'working': 0, 'idle': 2}
+        assert run_once(dd_run_check, aggregator, told) == {'working': 1, 'idle': 1}
+    finally:
+        release([], [hold], HOLD_S + 10)

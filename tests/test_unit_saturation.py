@@ -6,9 +6,11 @@ import logging
 
 import pytest
 
+from datadog_checks.gunicorn import control_socket as ctl
 from datadog_checks.gunicorn.classify import WorkerCounts, WorkerModel
-from datadog_checks.gunicorn.procfs import ProcFS
-from datadog_checks.gunicorn.saturation import SaturationCollector
+from datadog_checks.gunicorn.health import Health
+from datadog_checks.gunicorn.procfs import ProcessKey, ProcFS
+from datadog_checks.gunicorn.saturation import SaturationCollector, control_socket_hints
 
 from .fakeapp import APP, LISTEN, app, tree
 from .fakeproc import FakeProc
@@ -126,3 +128,20 @@ def test_a_master_gone_since_discovery_reports_no_listener(fake, procfs):
     fake.remove(100)
     report = collector(procfs, bind=[APP]).collect([t], WorkerCounts(0, 3))
     assert report.listeners == () and report.problems == ()
+
+
+def _health(listeners=(), bind=(), worker_class=None, threads=None):
+    config = ctl.parse_config({'bind': list(bind), 'worker_class': worker_class, 'threads': threads})
+    return Health('/run/app.ctl', ctl.parse_stats({'pid': 1}), config, (), None, tuple(listeners))
+
+
+def test_control_socket_hints():
+    one, two = ProcessKey(10, 1), ProcessKey(20, 2)
+    found = [
+        (one, _health([ctl.Listener('http://127.0.0.1:8000', 5, 'tcp'), ctl.Listener(None, 6, 'unknown')])),
+        # --reuse-port: no listener in the master, the configured binds instead.
+        (two, _health(bind=['0.0.0.0:9000'], worker_class="<class 'gunicorn.workers.sync.SyncWorker'>", threads=1)),
+    ]
+    assert control_socket_hints(found) == ({10: ['http://127.0.0.1:8000'], 20: ['0.0.0.0:9000']}, 'sync', 1)
+    assert control_socket_hints([]) == ({}, None, None)
+    assert control_socket_hints([(one, _health())]) == ({}, None, None)

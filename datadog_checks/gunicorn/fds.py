@@ -48,4 +48,5 @@ class FdReader:
         return socket_inodes(links)
 
     def prune(self, live: Iterable[ProcessKey]) -> None:
-        self.event_loop &= set(live)
+        if self.event_loop:
+            self.event_loop &= set(live)

@@ -90,9 +90,10 @@ class ListenerFinder:
     def _stale(self, known: _Identified, tree: AppTree) -> bool:
         if self.clock() - known.at >= REIDENTIFY_SECONDS:
             return True
-        workers = {w.key for w in tree.workers}
-        # Every worker replaced: a HUP, which may have changed the binds.
-        return bool(workers) and bool(known.workers) and not workers & known.workers
+        # Every worker replaced: a HUP, which may have changed the binds. Stops at the first survivor.
+        if not tree.workers or not known.workers:
+            return False
+        return not any(w.key in known.workers for w in tree.workers)
 
     def _parse_announced(self, announced: Sequence[str]) -> tuple[BindAddress, ...]:
         addresses = []

@@ -86,9 +86,8 @@ class SaturationCollector:
         in_flight = sum(s.in_flight for s in listeners) if complete and listeners else None
 
         workers = [w for t in trees for w in t.workers]
-        model = worker_model(
-            worker_class, threads, [w.num_threads for w in workers], any(w.key in self.fds.event_loop for w in workers)
-        )
+        event_loop = bool(self.fds.event_loop) and any(w.key in self.fds.event_loop for w in workers)
+        model = worker_model(worker_class, threads, [w.num_threads for w in workers], event_loop)
         split = cpu
         if model is WorkerModel.SYNC and in_flight is not None:
             accepted = frozenset().union(*(s.accepted_inodes for s in listeners))
@@ -97,7 +96,7 @@ class SaturationCollector:
         masters = [t.master.key for t in trees]
         self.finder.prune(masters)
         self.queues.prune(masters)
-        self.fds.prune(w.key for w in workers)
+        self.fds.prune(w.key for w in workers)  # a generator: nothing is built while no event loop was seen
         return SaturationReport(listeners, split, model, in_flight, tuple(problems))
 
     def _read(

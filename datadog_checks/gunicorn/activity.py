@@ -10,13 +10,15 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .classify import WORKING_MIN_CPU_NS, WorkerCounts, count_working
 from .procfs import ProcError, ProcessGone, ProcFS
 
 NS_PER_TICK = 1_000_000_000 // os.sysconf('SC_CLK_TCK')
+K = TypeVar('K', bound=Hashable)
 
 
 @dataclass
@@ -28,13 +30,22 @@ class CpuSampler:
 
     def count(self, pids: Iterable[int], window_seconds: float) -> WorkerCounts:
         """Sample every worker, wait one window, sample again, and split them into working and idle."""
-        pids = list(pids)
-        if not pids:
-            return WorkerCounts(0, 0)
-        before = self.sample(pids)
+        return self.count_groups({None: pids}, window_seconds)[None]
+
+    def count_groups(self, groups: Mapping[K, Iterable[int]], window_seconds: float) -> dict[K, WorkerCounts]:
+        """`count` for several groups of workers (one per container, say) in one shared window."""
+        groups = {key: list(pids) for key, pids in groups.items()}
+        everyone = [pid for pids in groups.values() for pid in pids]
+        if not everyone:
+            return {key: WorkerCounts(0, 0) for key in groups}
+        before = self.sample(everyone)
         self.sleep(window_seconds)
         after = self.sample(before)
-        return count_working(before, after, WORKING_MIN_CPU_NS if self.use_schedstat else NS_PER_TICK)
+        threshold = WORKING_MIN_CPU_NS if self.use_schedstat else NS_PER_TICK
+        return {
+            key: count_working({pid: before[pid] for pid in pids if pid in before}, after, threshold)
+            for key, pids in groups.items()
+        }
 
     def sample(self, pids: Iterable[int]) -> dict[int, int]:
         """On-CPU nanoseconds of each pid still alive and readable."""

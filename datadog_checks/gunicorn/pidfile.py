@@ -210,7 +210,8 @@ class PidFiles:
                 what,
             )
         parent, _ = self._command(stat.ppid)
-        if parent is not None and parent.args == command.args:
+        # The new master of a USR2 upgrade runs its parent's command: only `FILE.2` may name such a process.
+        if parent is not None and parent.args == command.args and not path.endswith(UPGRADE_SUFFIX):
             what = 'a Gunicorn worker of master %d' % stat.ppid
             raise NotAMaster('pid file %s names pid %d, %s, not the master' % (path, pid, what), stat, what)
         return PidFileMaster(path, stat, command.proc_name, command)

@@ -6,6 +6,8 @@ from datadog_checks.base import AgentCheck
 
 from .activity import CpuSampler
 from .config_models import ConfigMixin
+from .containers import ContainerTags, conflicts
+from .diagnose import explain_missing, hidepid_option
 from .discovery import AppTree, Discovery
 from .procfs import DEFAULT_ROOT, ProcessKey, ProcFS
 from .version import VersionError, read_version
@@ -28,48 +30,77 @@ class GunicornCheck(AgentCheck, ConfigMixin):
     def __init__(self, name, init_config, instances):
         super().__init__(name, init_config, instances)
         self._version_for: ProcessKey | None = None
+        self._untitled_reported = False
+        self._last_app: str | None = None
         self.check_initializations.append(self._configure)
 
     def _configure(self) -> None:
         self._app = self.config.proc_name
-        self._tags = [*(self.config.tags or ()), 'app:%s' % self._app]
+        self._pid_file = self.config.pid_file
+        self._instance_tags = list(self.config.tags or ())
         # An instance setting wins over init_config; the model fills in a default, so look at what was written.
         self._gunicorn_cmd = self.instance.get('gunicorn') or self.shared_config.gunicorn or 'gunicorn'
-        procfs = ProcFS(procfs_root())
-        self._discovery = Discovery(procfs, self._app, self.log)
-        self._sampler = CpuSampler(procfs, self.log)
+        self._procfs = ProcFS(procfs_root())
+        self._discovery = Discovery(self._procfs, self._app, self.log, pid_file=self._pid_file)
+        self._containers = ContainerTags(self._procfs, self.log)
+        self._sampler = CpuSampler(self._procfs, self.log)
 
     def check(self, _):
         trees = self._discovery.trees()
-        if not trees:
+        groups: dict[tuple[str, ...], list[AppTree]] = {}
+        for tree in trees:
+            container_tags = self._containers.tags(tree.master.key)
+            in_container = self._containers.container_id(tree.master.key) is not None
+            if conflicts(self._instance_tags, container_tags, in_container):
+                continue  # another container's Autodiscovery instance reports this master
+            groups.setdefault(self._tags(tree, container_tags), []).append(tree)
+        self._containers.forget_except(t.master.key for t in trees)
+        self._report_discovery(trees)
+        if not groups:
             self._report_missing_master()
             return
-        workers = [w.pid for t in trees for w in t.workers]
-        counts = self._sampler.count(workers, self.config.cpu_sample_interval)
-        self.log.debug('%s: %d working and %d idle workers', self._app, counts.working, counts.idle)
-        if counts.total:
-            self.service_check(self.SERVICE_CHECK, AgentCheck.OK, tags=self._tags)
-        else:
-            masters = ', '.join(str(t.master.pid) for t in trees)
-            self.service_check(
-                self.SERVICE_CHECK,
-                AgentCheck.CRITICAL,
-                tags=self._tags,
-                message='0 working and 0 idle workers for %s: master %s has no workers' % (self._app, masters),
-            )
-        self.gauge('workers', counts.working, tags=[*self._tags, 'state:working'])
-        self.gauge('workers', counts.idle, tags=[*self._tags, 'state:idle'])
+        workers = {tags: [w.pid for t in group for w in t.workers] for tags, group in groups.items()}
+        for tags, counts in self._sampler.count_groups(workers, self.config.cpu_sample_interval).items():
+            self.log.debug('%s: %d working and %d idle workers', tags, counts.working, counts.idle)
+            if counts.total:
+                self.service_check(self.SERVICE_CHECK, AgentCheck.OK, tags=list(tags))
+            else:
+                message = _no_workers(self._app or groups[tags][0].app, groups[tags])
+                self.service_check(self.SERVICE_CHECK, AgentCheck.CRITICAL, tags=list(tags), message=message)
+            self.gauge('workers', counts.working, tags=[*tags, 'state:working'])
+            self.gauge('workers', counts.idle, tags=[*tags, 'state:idle'])
         self._collect_version(trees)
 
+    def _tags(self, tree: AppTree, container_tags: tuple[str, ...]) -> tuple[str, ...]:
+        self._last_app = self._app or tree.app or self._last_app
+        return tuple(dict.fromkeys([*self._instance_tags, 'app:%s' % (self._app or tree.app), *container_tags]))
+
+    def _report_discovery(self, trees: list[AppTree]) -> None:
+        problem = self._discovery.pid_file_problem
+        if problem is not None and trees:
+            self.warning('%s; the master was found by proc_name %s instead', problem, self._app)
+        untitled = [t for t in trees if t.titles_missing]
+        if untitled and not self._untitled_reported:
+            self.warning(
+                'Gunicorn master %s of %s runs without process titles: the check found it from its command line. '
+                "Install setproctitle in the application's Python environment (pip install setproctitle, then "
+                'restart Gunicorn) to make discovery cheaper and exact.',
+                ', '.join(str(t.master.pid) for t in untitled),
+                self._app or untitled[0].app,
+            )
+        self._untitled_reported = bool(untitled) or (self._untitled_reported and not trees)
+
     def _report_missing_master(self) -> None:
-        message = (
-            'No gunicorn process with name %s found, skipping worker metrics: no process is titled '
-            '`gunicorn: master [%s]`. Is the application running, and is `setproctitle` installed in its '
-            'Python environment (pip install setproctitle, then restart Gunicorn)?' % (self._app, self._app)
+        message = explain_missing(
+            self._app,
+            self._discovery.sightings if self._app else None,
+            self._pid_file,
+            self._discovery.pid_file_problem,
+            hidepid_option(self._procfs),
         )
-        if self._discovery.denied:
-            message += ' %d processes could not be read by the Agent user.' % self._discovery.denied
-        self.service_check(self.SERVICE_CHECK, AgentCheck.CRITICAL, tags=self._tags, message=message)
+        app = self._app or self._last_app  # with only a pid file, the name seen last (none before a first success)
+        tags = [*self._instance_tags, *(['app:%s' % app] if app else [])]
+        self.service_check(self.SERVICE_CHECK, AgentCheck.CRITICAL, tags=tags, message=message)
         self.warning(message)
 
     @AgentCheck.metadata_entrypoint
@@ -85,3 +116,13 @@ class GunicornCheck(AgentCheck, ConfigMixin):
             self.log.debug('Cannot read the Gunicorn version: %s', exc)
             return
         self.set_metadata('version', version)
+
+
+def _no_workers(app: str | None, trees: list[AppTree]) -> str:
+    masters = ', '.join(str(t.master.pid) for t in trees)
+    if all(t.starting for t in trees):
+        return (
+            '0 working and 0 idle workers for %s: master %s is still starting (it shows its command line and has '
+            'no workers yet, as while `--preload` imports the application)' % (app, masters)
+        )
+    return '0 working and 0 idle workers for %s: master %s has no workers' % (app, masters)

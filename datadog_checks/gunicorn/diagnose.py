@@ -208,7 +208,7 @@ def _report(procfs: ProcFS, master: Master, tree: AppTree) -> MasterReport:
         dirty_workers=len(tree.dirty_workers),
         worker_class=_worker_class(master),
         control_socket=_control_socket(procfs, master, uid),
-        command=redacted_command(command.argv) if command is not None else None,
+        command=redacted_command(command.argv, max_chars=4000) if command is not None else None,
         pid_file=command.pid_file if command is not None else None,
         starting=tree.starting,
     )
@@ -373,9 +373,9 @@ def _home(uid: int) -> str | None:
 
 def _has_capability(bit: int, status: str = '/proc/self/status') -> bool:
     try:
-        with open(status, encoding='ascii', errors='replace') as f:
+        with open(status, 'rb') as f:
             for line in f:
-                if line.startswith('CapEff:'):
+                if line.startswith(b'CapEff:'):
                     return bool(int(line.split()[1], 16) >> bit & 1)
     except (OSError, ValueError, IndexError):
         pass

@@ -194,7 +194,7 @@ class PidFiles:
                 % (path, pid)
             ) from exc
         if stat.state == 'Z':
-            raise StalePidFile('pid file %s is stale: pid %d has exited' % (path, pid))
+            raise StalePidFile('pid file %s is stale: pid %d is not running (it has exited)' % (path, pid))
         titled = parse_title(title)
         if titled is not None:
             if titled.role is Role.MASTER:

@@ -1,163 +1,113 @@
-"""The check on fake proc trees: container tags split replicas, Autodiscovery scoping, warnings and messages."""
+"""The check on fake proc trees: where it reads from, and what it reports for states a real host shows rarely."""
 
 from __future__ import annotations
 
 import pytest
 
 from datadog_checks.base import AgentCheck
-from datadog_checks.base.stubs import tagger
-from datadog_checks.gunicorn import GunicornCheck
+from datadog_checks.gunicorn import version
 
-from .common import worker_gauges
+from .common import run_once
 from .fakeproc import FakeProc
-
-WEB1 = '1' * 64
-WEB2 = '2' * 64
-VENV = '/srv/venv/bin'
 
 
 @pytest.fixture
-def proc(tmp_path, datadog_agent):
-    datadog_agent._config['procfs_path'] = str(tmp_path)
-    (tmp_path / 'stat').write_text('btime 0\n')
-    tagger.reset()
-    yield FakeProc(tmp_path)
-    tagger.reset()
+def fake_root(tmp_path, datadog_agent):
+    fake = FakeProc(tmp_path / 'host-proc')
+    datadog_agent._config['procfs_path'] = str(fake.root)
+    return fake
 
 
-def titled_app(fake, master, name='web', workers=2, container=None):
-    kids = tuple(range(master + 1, master + 1 + workers))
-    fake.add(master, 1, 'gunicorn: master [%s]' % name, children=kids)
-    for pid in kids:
-        fake.add(pid, master, 'gunicorn: worker [%s]' % name)
-    if container:
-        (fake.root / str(master) / 'cgroup').write_text('0::/kubepods.slice/cri-containerd-%s.scope\n' % container)
+def test_reads_the_procfs_path_the_agent_is_configured_with(fake_root, make_check, aggregator, dd_run_check):
+    fake_root.add(100, 1, 'gunicorn: master [web]', children=(101, 102))
+    fake_root.add(101, 100, 'gunicorn: worker [web]')
+    fake_root.add(102, 100, 'gunicorn: worker [web]')
+    check = make_check({'proc_name': 'web', 'gunicorn': '/nonexistent'})
+    assert run_once(dd_run_check, aggregator, check) == {'working': 0, 'idle': 2}
+    assert check._discovery.procfs.root == str(fake_root.root)
 
 
-def untitled_app(fake, master, name='web', workers=2):
-    argv = [VENV + '/python', VENV + '/gunicorn', '-n', name, 'app:app']
-    kids = tuple(range(master + 1, master + 1 + workers))
-    fake.add(master, 1, argv, comm='gunicorn', children=kids)
-    for pid in kids:
-        fake.add(pid, master, argv, comm='gunicorn')
-
-
-def run(check, dd_run_check, aggregator):
-    aggregator.reset()
+def test_a_worker_whose_cpu_time_moves_is_working(fake_root, make_check, aggregator, dd_run_check):
+    fake_root.add(100, 1, 'gunicorn: master [web]', children=(101, 102))
+    fake_root.add(101, 100, 'gunicorn: worker [web]', cpu_ns=10)
+    fake_root.add(102, 100, 'gunicorn: worker [web]', cpu_ns=10)
+    check = make_check({'proc_name': 'web', 'gunicorn': '/nonexistent'})
     dd_run_check(check)
-    return {
-        (
-            tuple(sorted(t for t in m.tags if not t.startswith('state:'))),
-            next(t for t in m.tags if 'state:' in t),
-        ): m.value
-        for m in aggregator.metrics('gunicorn.workers')
-    }
+    check._sampler.sleep = lambda seconds: fake_root.set_cpu(101, 10 + 5_000_000)
+    assert run_once(dd_run_check, aggregator, check) == {'working': 1, 'idle': 1}
 
 
-def make(instance):
-    check = GunicornCheck('gunicorn', {}, [{'cpu_sample_interval': 0.001, 'gunicorn': '/nonexistent', **instance}])
-    check.check_id = 'gunicorn:test'
-    return check
+def test_without_schedstat_clock_ticks_are_used(fake_root, make_check, aggregator, dd_run_check):
+    fake_root.add(100, 1, 'gunicorn: master [web]', children=(101, 102))
+    fake_root.add(101, 100, 'gunicorn: worker [web]', ticks=5)
+    fake_root.add(102, 100, 'gunicorn: worker [web]', ticks=5)
+    for pid in (101, 102):
+        (fake_root.root / str(pid) / 'schedstat').unlink()  # a kernel without CONFIG_SCHED_INFO
+    check = make_check({'proc_name': 'web', 'gunicorn': '/nonexistent'})
+
+    def one_tick(seconds):
+        fake_root.set_stat(101, ppid=100, comm='gunicorn: worke', ticks=6)
+
+    dd_run_check(check)
+    check._sampler.sleep = one_tick
+    assert run_once(dd_run_check, aggregator, check) == {'working': 1, 'idle': 1}
+    assert check._sampler.use_schedstat is False
 
 
-def test_replicas_in_containers_are_reported_apart(proc, dd_run_check, aggregator):
-    titled_app(proc, 100, workers=2, container=WEB1)
-    titled_app(proc, 200, workers=3, container=WEB2)
-    tagger.set_tags(
-        {
-            'container_id://%s' % WEB1: ['kube_deployment:web', 'pod_name:web-1'],
-            'container_id://%s' % WEB2: ['kube_deployment:web', 'pod_name:web-2'],
-        }
-    )
-    gauges = run(make({'proc_name': 'web', 'tags': ['team:a']}), dd_run_check, aggregator)
-    base = ('app:web', 'kube_deployment:web', 'team:a')
-    assert gauges == {
-        (tuple(sorted((*base, 'pod_name:web-1'))), 'state:idle'): 2,
-        (tuple(sorted((*base, 'pod_name:web-1'))), 'state:working'): 0,
-        (tuple(sorted((*base, 'pod_name:web-2'))), 'state:idle'): 3,
-        (tuple(sorted((*base, 'pod_name:web-2'))), 'state:working'): 0,
-    }
-    tagger.assert_called('container_id://%s' % WEB1, tagger.ORCHESTRATOR)
-    aggregator.assert_service_check('gunicorn.is_running', AgentCheck.OK, count=2)
+def test_the_master_vanishing_between_runs_is_critical_not_an_error(fake_root, make_check, aggregator, dd_run_check):
+    fake_root.add(100, 1, 'gunicorn: master [web]', children=(101,))
+    fake_root.add(101, 100, 'gunicorn: worker [web]')
+    check = make_check({'proc_name': 'web', 'gunicorn': '/nonexistent', 'tags': ['a:b']})
+    dd_run_check(check)
+    fake_root.remove(100)
+    assert run_once(dd_run_check, aggregator, check) == {}
+    aggregator.assert_service_check('gunicorn.is_running', AgentCheck.CRITICAL, tags=['a:b', 'app:web'], count=1)
 
 
-def test_masters_with_the_same_tags_are_summed(proc, dd_run_check, aggregator):
-    titled_app(proc, 100, workers=2)
-    titled_app(proc, 200, workers=3)
-    check = make({'proc_name': 'web'})
-    run(check, dd_run_check, aggregator)
-    assert worker_gauges(aggregator) == {'working': 0, 'idle': 5}
-    aggregator.assert_metric('gunicorn.workers', tags=['app:web', 'state:idle'], count=1)
-
-
-def test_an_autodiscovery_instance_reports_only_its_container(proc, dd_run_check, aggregator):
-    titled_app(proc, 100, workers=2, container=WEB1)
-    titled_app(proc, 200, workers=3, container=WEB2)
-    titled_app(proc, 300, workers=1)  # on the host, in no container
-    tagger.set_tags({'container_id://%s' % WEB1: ['pod_name:web-1'], 'container_id://%s' % WEB2: ['pod_name:web-2']})
-    # Autodiscovery adds the scheduled container's tags to the instance's own.
-    gauges = run(make({'proc_name': 'web', 'tags': ['pod_name:web-2']}), dd_run_check, aggregator)
-    assert gauges == {
-        (('app:web', 'pod_name:web-2'), 'state:idle'): 3,
-        (('app:web', 'pod_name:web-2'), 'state:working'): 0,
-    }
-
-
-def test_titles_missing_is_reported_once(proc, dd_run_check, aggregator):
-    untitled_app(proc, 100)
-    check = make({'proc_name': 'web'})
-    warnings = []
-    for _ in range(3):
-        run(check, dd_run_check, aggregator)
-        warnings += check.warnings
-        check.warnings.clear()
-        assert worker_gauges(aggregator) == {'working': 0, 'idle': 2}
-    assert len(warnings) == 1
-    assert 'runs without process titles' in warnings[0] and 'pip install setproctitle' in warnings[0]
-    aggregator.assert_service_check('gunicorn.is_running', AgentCheck.OK, tags=['app:web'])
-
-
-def test_a_master_still_importing_its_app(proc, dd_run_check, aggregator):
-    proc.add(100, 1, [VENV + '/python', VENV + '/gunicorn', '--preload', '-n', 'web', 'app:app'], comm='gunicorn')
-    check = make({'proc_name': 'web'})
-    assert run(check, dd_run_check, aggregator)
+def test_unreadable_processes_are_named_in_the_critical_message(fake_root, make_check, aggregator, dd_run_check):
+    fake_root.add(100, 1, 'gunicorn: master [web]')
+    (fake_root.root / '100' / 'comm').unlink()
+    (fake_root.root / '100' / 'comm').mkdir()  # reading a directory fails like a denied file does (EISDIR)
+    check = make_check({'proc_name': 'web'})
+    run_once(dd_run_check, aggregator, check)
     aggregator.assert_service_check(
-        'gunicorn.is_running', AgentCheck.CRITICAL, message=r'master 100 is still starting .*--preload'
-    )
-    assert check.warnings == []  # not a missing-setproctitle case: titles may come once the import is done
-
-
-def test_pid_file_only_names_the_app_from_the_master(proc, tmp_path, dd_run_check, aggregator):
-    titled_app(proc, 100, name='shop')
-    (tmp_path / 'shop.pid').write_text('100\n')
-    check = make({'pid_file': str(tmp_path / 'shop.pid')})
-    run(check, dd_run_check, aggregator)
-    aggregator.assert_service_check('gunicorn.is_running', AgentCheck.OK, tags=['app:shop'])
-    # The master dies: the CRITICAL keeps the app tag it was known by.
-    proc.remove(100)
-    run(check, dd_run_check, aggregator)
-    aggregator.assert_service_check(
-        'gunicorn.is_running', AgentCheck.CRITICAL, tags=['app:shop'], message=r'pid file .* is stale: pid 100 is not'
+        'gunicorn.is_running', AgentCheck.CRITICAL, message=r'.*1 processes could not be read.*'
     )
 
 
-def test_a_stale_pid_file_with_a_proc_name_warns_and_uses_the_name(proc, tmp_path, dd_run_check, aggregator):
-    titled_app(proc, 100)
-    (tmp_path / 'web.pid').write_text('4242\n')
-    check = make({'proc_name': 'web', 'pid_file': str(tmp_path / 'web.pid')})
-    run(check, dd_run_check, aggregator)
-    assert worker_gauges(aggregator) == {'working': 0, 'idle': 2}
-    assert any('pid 4242 is not running' in w and 'found by proc_name web instead' in w for w in check.warnings)
+@pytest.mark.parametrize(
+    'setting, argv',
+    [
+        ('gunicorn', ['gunicorn', '--version']),
+        ('/srv/app/venv/bin/gunicorn', ['/srv/app/venv/bin/gunicorn', '--version']),
+        ('docker exec "web app" gunicorn', ['docker', 'exec', 'web app', 'gunicorn', '--version']),
+        (['/opt/my gunicorn'], ['/opt/my gunicorn', '--version']),
+    ],
+)
+def test_version_command_is_split_without_a_shell(setting, argv):
+    assert version.command(setting) == argv
 
 
-def test_a_misspelled_name_gets_the_closest_one(proc, dd_run_check, aggregator):
-    titled_app(proc, 100, name='checkout')
-    untitled_app(proc, 200, name='billing')
-    check = make({'proc_name': 'chekout'})
-    assert run(check, dd_run_check, aggregator) == {}
-    aggregator.assert_service_check(
-        'gunicorn.is_running',
-        AgentCheck.CRITICAL,
-        tags=['app:chekout'],
-        message=r'No gunicorn process with name chekout found.*Did you mean `checkout`\?.*diagnose --proc-name chekout',
-    )
+@pytest.mark.parametrize(
+    'output, expected',
+    [
+        ('gunicorn (version 23.0.0)\n', '23.0.0'),
+        ('gunicorn (version 27.0.1)', '27.0.1'),
+        ('usage: gunicorn [OPTIONS] [APP_MODULE]', None),
+        ('', None),
+    ],
+)
+def test_version_parsing(output, expected):
+    assert version.parse_version(output) == expected
+
+
+def test_version_errors_are_reported_not_raised(tmp_path):
+    with pytest.raises(version.VersionError, match='cannot run'):
+        version.read_version(str(tmp_path / 'missing'))
+    with pytest.raises(version.VersionError, match='empty'):
+        version.read_version('')
+    script = tmp_path / 'slow'
+    script.write_text('#!/bin/sh\nexec sleep 30\n')
+    script.chmod(0o755)
+    with pytest.raises(version.VersionError, match='cannot run'):
+        version.read_version(str(script), timeout=0.2)

@@ -1,8 +1,9 @@
-"""Which workers are working: CPU time per worker across one shared sample window.
+"""CPU time of Gunicorn processes: which workers are working across one shared sample window.
 
-The nanosecond on-CPU time of /proc/PID/schedstat tells a brief heartbeat wakeup from real work; where the kernel
-does not provide it (no CONFIG_SCHED_INFO) the clock-tick CPU time of /proc/PID/stat is used instead, whose 10 ms
-resolution makes any tick a sign of work.
+The nanosecond on-CPU time of /proc/PID/schedstat tells a brief heartbeat wakeup from real work, and its run-queue
+wait says how long a process waited for a CPU. Where the kernel does not provide it (no CONFIG_SCHED_INFO) the
+clock-tick CPU time of /proc/PID/stat is used instead, whose 10 ms resolution makes any tick a sign of work and
+which has no run-queue wait.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ NS_PER_TICK = 1_000_000_000 // os.sysconf('SC_CLK_TCK')
 K = TypeVar('K', bound=Hashable)
 
 
+@dataclass(frozen=True)
+class CpuTime:
+    on_cpu_ns: int
+    run_delay_ns: int | None  # None where only clock ticks are available
+
+
 @dataclass
 class CpuSampler:
     procfs: ProcFS
@@ -28,46 +35,54 @@ class CpuSampler:
     sleep: Callable[[float], None] = time.sleep
     use_schedstat: bool = field(default=True)
 
-    def count(self, pids: Iterable[int], window_seconds: float) -> WorkerCounts:
-        """Sample every worker, wait one window, sample again, and split them into working and idle."""
-        return self.count_groups({None: pids}, window_seconds)[None]
+    def count(self, pids: Iterable[int], window_seconds: float) -> tuple[WorkerCounts, dict[int, CpuTime]]:
+        """Sample every worker, wait one window, sample again; return the split and the samples at the end."""
+        counts, after = self.count_groups({None: pids}, window_seconds)
+        return counts[None], after
 
-    def count_groups(self, groups: Mapping[K, Iterable[int]], window_seconds: float) -> dict[K, WorkerCounts]:
+    def count_groups(
+        self, groups: Mapping[K, Iterable[int]], window_seconds: float
+    ) -> tuple[dict[K, WorkerCounts], dict[int, CpuTime]]:
         """`count` for several groups of workers (one per container, say) in one shared window."""
         groups = {key: list(pids) for key, pids in groups.items()}
         everyone = [pid for pids in groups.values() for pid in pids]
         if not everyone:
-            return {key: WorkerCounts(0, 0) for key in groups}
+            return {key: WorkerCounts(0, 0) for key in groups}, {}
         before = self.sample(everyone)
         self.sleep(window_seconds)
         after = self.sample(before)
         threshold = WORKING_MIN_CPU_NS if self.use_schedstat else NS_PER_TICK
-        return {
-            key: count_working({pid: before[pid] for pid in pids if pid in before}, after, threshold)
-            for key, pids in groups.items()
-        }
 
-    def sample(self, pids: Iterable[int]) -> dict[int, int]:
-        """On-CPU nanoseconds of each pid still alive and readable."""
+        def on_cpu(samples: dict[int, CpuTime], pids: list[int]) -> dict[int, int]:
+            return {pid: samples[pid].on_cpu_ns for pid in pids if pid in samples}
+
+        counts = {
+            key: count_working(on_cpu(before, pids), on_cpu(after, pids), threshold) for key, pids in groups.items()
+        }
+        return counts, after
+
+    def sample(self, pids: Iterable[int]) -> dict[int, CpuTime]:
+        """CPU time of each pid still alive and readable."""
         samples = {}
         for pid in pids:
             try:
-                samples[pid] = self._cpu_ns(pid)
+                samples[pid] = self._cpu(pid)
             except ProcError as exc:
-                self.log.debug('Cannot read the CPU time of worker %s: %s', pid, exc)
+                self.log.debug('Cannot read the CPU time of %s: %s', pid, exc)
         return samples
 
-    def _cpu_ns(self, pid: int) -> int:
+    def _cpu(self, pid: int) -> CpuTime:
         if self.use_schedstat:
             try:
-                return self.procfs.read_schedstat(pid).on_cpu_ns
+                sched = self.procfs.read_schedstat(pid)
+                return CpuTime(sched.on_cpu_ns, sched.run_delay_ns)
             except ProcessGone:
                 if not os.path.exists(self.procfs.path(pid)):
                     raise
                 self._schedstat_unavailable(pid)
             except ProcError:
                 self._schedstat_unavailable(pid)
-        return self.procfs.read_stat(pid).cpu_ticks * NS_PER_TICK
+        return CpuTime(self.procfs.read_stat(pid).cpu_ticks * NS_PER_TICK, None)
 
     def _schedstat_unavailable(self, pid: int) -> None:
         self.log.debug('No readable /proc/%s/schedstat; using clock-tick CPU times from /proc/PID/stat', pid)

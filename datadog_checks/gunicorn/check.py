@@ -10,6 +10,7 @@ from .containers import ContainerTags, conflicts
 from .diagnose import explain_missing, hidepid_option
 from .discovery import AppTree, Discovery
 from .procfs import DEFAULT_ROOT, ProcessKey, ProcFS
+from .resources import ResourceTracker, Usage
 from .version import VersionError, read_version
 
 try:
@@ -44,6 +45,8 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         self._discovery = Discovery(self._procfs, self._app, self.log, pid_file=self._pid_file)
         self._containers = ContainerTags(self._procfs, self.log)
         self._sampler = CpuSampler(self._procfs, self.log)
+        # Worker churn and CPU deltas are followed per tag set: each container's masters keep their own history.
+        self._resources: dict[tuple[str, ...], ResourceTracker] = {}
 
     def check(self, _):
         trees = self._discovery.trees()
@@ -60,7 +63,8 @@ class GunicornCheck(AgentCheck, ConfigMixin):
             self._report_missing_master()
             return
         workers = {tags: [w.pid for t in group for w in t.workers] for tags, group in groups.items()}
-        for tags, counts in self._sampler.count_groups(workers, self.config.cpu_sample_interval).items():
+        all_counts, worker_cpu = self._sampler.count_groups(workers, self.config.cpu_sample_interval)
+        for tags, counts in all_counts.items():
             self.log.debug('%s: %d working and %d idle workers', tags, counts.working, counts.idle)
             if counts.total:
                 self.service_check(self.SERVICE_CHECK, AgentCheck.OK, tags=list(tags))
@@ -69,6 +73,10 @@ class GunicornCheck(AgentCheck, ConfigMixin):
                 self.service_check(self.SERVICE_CHECK, AgentCheck.CRITICAL, tags=list(tags), message=message)
             self.gauge('workers', counts.working, tags=[*tags, 'state:working'])
             self.gauge('workers', counts.idle, tags=[*tags, 'state:idle'])
+            tracker = self._resources.setdefault(tags, ResourceTracker(self._procfs, self.log))
+            cpu = {pid: worker_cpu[pid] for pid in workers[tags] if pid in worker_cpu}
+            self._submit_usage(list(tags), tracker.measure(groups[tags], cpu, self._sampler))
+        self._resources = {tags: tracker for tags, tracker in self._resources.items() if tags in groups}
         self._collect_version(trees)
 
     def _tags(self, tree: AppTree, container_tags: tuple[str, ...]) -> tuple[str, ...]:
@@ -89,6 +97,29 @@ class GunicornCheck(AgentCheck, ConfigMixin):
                 self._app or untitled[0].app,
             )
         self._untitled_reported = bool(untitled) or (self._untitled_reported and not trees)
+
+    def _submit_usage(self, tags: list[str], usage: Usage) -> None:
+        self.gauge('masters', usage.masters, tags=tags)
+        self._gauge_if_known('master.uptime', usage.master_uptime_seconds, tags)
+        self._gauge_if_known('worker.age.min', usage.worker_age_min_seconds, tags)
+        self._gauge_if_known('worker.age.max', usage.worker_age_max_seconds, tags)
+        if usage.worker_exits is not None:
+            self.count('workers.restarts', usage.worker_exits, tags=tags)
+        for role in usage.roles:
+            role_tags = [*tags, 'role:%s' % role.role]
+            if role.role == 'dirty_worker':
+                self.gauge('dirty_workers', role.processes, tags=tags)
+            self.gauge('threads', role.threads, tags=role_tags)
+            self.gauge('memory.rss', role.rss_bytes, tags=role_tags)
+            self.gauge('memory.rss.max', role.rss_bytes_max, tags=role_tags)
+            self._gauge_if_known('memory.pss', role.pss_bytes, role_tags)
+            self._gauge_if_known('memory.pss.max', role.pss_bytes_max, role_tags)
+            self._gauge_if_known('cpu.utilization', role.cpu_pct, role_tags)
+            self._gauge_if_known('cpu.run_queue_wait', role.run_queue_wait_pct, role_tags)
+
+    def _gauge_if_known(self, name: str, value: float | None, tags: list[str]) -> None:
+        if value is not None:
+            self.gauge(name, value, tags=tags)
 
     def _report_missing_master(self) -> None:
         message = explain_missing(

@@ -119,6 +119,19 @@ def parse_title(data: bytes) -> str:
     return data.split(b'\0', 1)[0].decode('utf-8', 'replace')
 
 
+def parse_uptime(data: bytes) -> float:
+    """Seconds since boot, the clock that /proc/PID/stat's start time counts on (in ticks)."""
+    return float(data.split()[0])
+
+
+def parse_smaps_rollup_pss(data: bytes) -> int:
+    """Proportional set size in bytes: each shared page divided among the processes that map it."""
+    for line in data.splitlines():
+        if line.startswith(b'Pss:'):
+            return int(line.split()[1]) * 1024
+    raise ValueError('no Pss line')
+
+
 def parse_children(data: bytes) -> set[int]:
     return {int(pid) for pid in data.split()}
 
@@ -223,6 +236,22 @@ class ProcFS:
 
     def read_title(self, pid: int) -> str:
         return parse_title(self._read(pid, 'cmdline'))
+
+    def read_uptime(self) -> float:
+        path = '%s/uptime' % self.root
+        try:
+            with open(path, 'rb') as f:
+                return parse_uptime(f.read())
+        except (OSError, ValueError, IndexError) as exc:
+            raise ProcUnsupported(0, path, 'cannot read uptime: %s' % exc) from exc
+
+    def read_pss(self, pid: int) -> int:
+        """PSS from smaps_rollup (Linux 4.14+); needs ptrace-level access to another user's process."""
+        data = self._read(pid, 'smaps_rollup', whole=True)
+        try:
+            return parse_smaps_rollup_pss(data)
+        except (ValueError, IndexError) as exc:
+            raise ProcUnsupported(pid, self.path(pid, 'smaps_rollup'), 'no Pss in smaps_rollup') from exc
 
     def read_comm(self, pid: int) -> str:
         return self._read(pid, 'comm').rstrip(b'\n').decode('utf-8', 'replace')

@@ -1,0 +1,302 @@
+"""Listening sockets and their accept queues through NETLINK_SOCK_DIAG (sock_diag(7), what `ss -l` uses).
+
+/proc/net/tcp and /proc/net/unix show how many connections wait for accept() but not the queue's capacity (the
+listen() backlog, capped by net.core.somaxconn). The kernel reports both here: for a listening unix socket
+`udiag_rqueue` is the number of queued connections and `udiag_wqueue` the maximum (net/unix/diag.c
+sk_diag_show_rqlen); for a listening TCP socket `idiag_rqueue`/`idiag_wqueue` are sk_ack_backlog/sk_max_ack_backlog
+(net/ipv4/tcp_diag.c tcp_diag_get_info). `ss -l` prints them as Recv-Q and Send-Q. No privileges are needed.
+
+Network namespaces: the kernel answers for the namespace of the netlink socket, i.e. of the calling process. The
+sockets of an application in another namespace (a container, seen from an Agent on the host) are simply absent;
+reaching them would need setns(2), which needs CAP_SYS_ADMIN. Callers join these results to /proc rows by socket
+inode (unique system-wide), so a socket from another namespace just has no figure here: fall back to the
+/proc/PID/net tables (queue length without capacity). `same_network_namespace` tells the caller in advance.
+
+Everything is bounded: one deadline for the whole exchange, a cap on the bytes received, and any malformed or
+truncated message raises SockDiagProtocolError instead of being skipped or waited on.
+Module is self-contained (standard library only) so that it can be loaded and tested on its own.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import socket
+import struct
+import time
+from dataclasses import dataclass
+
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+# include/uapi/linux/netlink.h
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLM_F_REQUEST = 0x01
+NLM_F_DUMP = 0x300  # NLM_F_ROOT | NLM_F_MATCH
+# include/uapi/linux/unix_diag.h
+UDIAG_SHOW_NAME = 0x01
+UDIAG_SHOW_RQLEN = 0x10
+UNIX_DIAG_NAME = 0
+UNIX_DIAG_RQLEN = 4
+TCP_LISTEN = 10
+IPPROTO_TCP = 6
+
+DEFAULT_TIMEOUT_S = 1.0
+# A unix_diag record with a name and RQLEN is ~150 bytes, an inet_diag one ~90: 4 MiB is tens of thousands of
+# listening sockets, far more than any host has.
+DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+# netlink_recvmsg caps the size of the dump skbs it builds at 32 KiB (SKB_WITH_OVERHEAD(32768)), so one message batch
+# always fits; a larger one is reported by MSG_TRUNC and treated as an error.
+RECV_BUFFER_BYTES = 64 * 1024
+
+_NLMSGHDR = struct.Struct('=IHHII')  # nlmsg_len, nlmsg_type, nlmsg_flags, nlmsg_seq, nlmsg_pid
+_NLMSGERR = struct.Struct('=i')  # the error code heading an NLMSG_ERROR payload (and an NLMSG_DONE one)
+_RTATTR = struct.Struct('=HH')  # rta_len, rta_type
+# struct unix_diag_req: family, protocol, pad, states, ino, show, cookie[2]
+_UNIX_DIAG_REQ = struct.Struct('=BBHIIIII')
+# struct unix_diag_msg: family, type, state, pad, ino, cookie[2]
+_UNIX_DIAG_MSG = struct.Struct('=BBBBIII')
+_UNIX_DIAG_RQLEN = struct.Struct('=II')  # udiag_rqueue, udiag_wqueue
+# struct inet_diag_req_v2: family, protocol, ext, pad, states, then a zeroed inet_diag_sockid (48 bytes): dump all.
+_INET_DIAG_REQ_V2 = struct.Struct('=BBBBI48x')
+# struct inet_diag_msg: family, state, timer, retrans, sockid {sport, dport (big-endian), src[16], dst[16], if,
+# cookie[2]}, expires, rqueue, wqueue, uid, inode.
+_INET_DIAG_MSG = struct.Struct('=BBBB2s2s16s16sIIIIIIII')
+
+_sequence = itertools.count(1)
+
+
+class SockDiagError(Exception):
+    """The kernel did not answer a sock_diag dump as expected."""
+
+
+class SockDiagUnsupported(SockDiagError):
+    """No netlink or no unix_diag/inet_diag in this kernel (CONFIG_UNIX_DIAG / CONFIG_INET_DIAG), or denied."""
+
+
+class SockDiagTimeout(SockDiagError):
+    """The dump did not complete before the deadline."""
+
+
+class SockDiagProtocolError(SockDiagError):
+    """A malformed, truncated or oversized answer."""
+
+
+@dataclass(frozen=True)
+class UnixListener:
+    """A listening unix socket of this network namespace."""
+
+    inode: int
+    path: str  # '@...' for an abstract name (NULs shown as '@', as in /proc/net/unix); '' when unbound
+    type: int  # socket.SOCK_STREAM or socket.SOCK_SEQPACKET
+    queued: int  # udiag_rqueue: connections waiting for accept() (`ss -lx` Recv-Q)
+    max_backlog: int  # udiag_wqueue: the listen() backlog after the somaxconn cap (`ss -lx` Send-Q)
+
+
+@dataclass(frozen=True)
+class TcpListener:
+    """A listening TCP socket of this network namespace."""
+
+    inode: int
+    family: int  # socket.AF_INET or socket.AF_INET6
+    local_ip: str
+    local_port: int
+    queued: int  # idiag_rqueue = sk_ack_backlog (`ss -lt` Recv-Q)
+    max_backlog: int  # idiag_wqueue = sk_max_ack_backlog (`ss -lt` Send-Q)
+
+
+# Wire format
+
+
+def _request(payload: bytes, seq: int) -> bytes:
+    return (
+        _NLMSGHDR.pack(_NLMSGHDR.size + len(payload), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + payload
+    )
+
+
+def _align4(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def _messages(batch: bytes) -> list[tuple[int, int, int, bytes]]:
+    """Split one received batch into (type, flags, seq, payload); a message running past the batch is an error."""
+    out = []
+    offset = 0
+    while offset < len(batch):
+        if len(batch) - offset < _NLMSGHDR.size:
+            raise SockDiagProtocolError(f'truncated netlink header at offset {offset} of {len(batch)}')
+        length, msg_type, flags, seq, _pid = _NLMSGHDR.unpack_from(batch, offset)
+        if length < _NLMSGHDR.size or offset + length > len(batch):
+            raise SockDiagProtocolError(f'netlink message of length {length} at offset {offset} of {len(batch)}')
+        out.append((msg_type, flags, seq, batch[offset + _NLMSGHDR.size : offset + length]))
+        offset += _align4(length)
+    return out
+
+
+def _attributes(data: bytes) -> dict[int, bytes]:
+    attrs = {}
+    offset = 0
+    while offset + _RTATTR.size <= len(data):
+        length, attr_type = _RTATTR.unpack_from(data, offset)
+        if length < _RTATTR.size or offset + length > len(data):
+            raise SockDiagProtocolError(f'attribute {attr_type} of length {length} at offset {offset} of {len(data)}')
+        attrs[attr_type] = data[offset + _RTATTR.size : offset + length]
+        offset += _align4(length)
+    return attrs
+
+
+def _exchange(sock: socket.socket, request: bytes, seq: int, timeout_s: float, max_bytes: int) -> list[bytes]:
+    """Send one dump request on a connected socket and return the payloads of its answer, up to NLMSG_DONE.
+
+    `sock` is a netlink socket in production and one end of a SOCK_DGRAM socketpair in the tests (both keep message
+    boundaries and report MSG_TRUNC), so the bounds are exercised on a real socket.
+    """
+    deadline = time.monotonic() + timeout_s
+    sock.settimeout(timeout_s)
+    try:
+        sock.send(request)
+        received = 0
+        payloads = []
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SockDiagTimeout(f'sock_diag dump not finished after {timeout_s:.1f}s')
+            sock.settimeout(remaining)
+            batch, _, msg_flags, _ = sock.recvmsg(RECV_BUFFER_BYTES)
+            if msg_flags & socket.MSG_TRUNC:
+                raise SockDiagProtocolError(f'netlink batch larger than {RECV_BUFFER_BYTES} bytes was truncated')
+            if not batch:
+                raise SockDiagProtocolError('empty read before NLMSG_DONE')
+            received += len(batch)
+            if received > max_bytes:
+                raise SockDiagProtocolError(f'sock_diag answer larger than {max_bytes} bytes')
+            for msg_type, _flags, msg_seq, payload in _messages(batch):
+                if msg_seq != seq:
+                    continue  # not an answer to this request
+                if msg_type == NLMSG_DONE:
+                    # A dump that failed midway ends with a negative errno in DONE (netlink_dump_done).
+                    if len(payload) >= _NLMSGERR.size and _NLMSGERR.unpack_from(payload)[0] < 0:
+                        code = -_NLMSGERR.unpack_from(payload)[0]
+                        raise SockDiagError(f'sock_diag dump failed: {os.strerror(code)}')
+                    return payloads
+                if msg_type == NLMSG_ERROR:
+                    if len(payload) < _NLMSGERR.size:
+                        raise SockDiagProtocolError('truncated NLMSG_ERROR')
+                    code = -_NLMSGERR.unpack_from(payload)[0]
+                    if code == 0:
+                        continue  # an acknowledgement
+                    # sock_diag answers ENOENT when no handler is registered for the family (module not built).
+                    kind = SockDiagUnsupported if code in (errno.ENOENT, errno.EPERM, errno.EACCES) else SockDiagError
+                    raise kind(f'sock_diag request refused: {os.strerror(code)}')
+                if msg_type == SOCK_DIAG_BY_FAMILY:
+                    payloads.append(payload)
+    except TimeoutError as exc:
+        raise SockDiagTimeout(f'sock_diag dump not finished after {timeout_s:.1f}s') from exc
+    except OSError as exc:
+        raise SockDiagError(f'sock_diag exchange failed: {exc}') from exc
+
+
+def _dump(payload: bytes, timeout_s: float, max_bytes: int) -> list[bytes]:
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
+    except OSError as exc:  # EAFNOSUPPORT / EPROTONOSUPPORT, or seccomp in a sandbox
+        raise SockDiagUnsupported(f'cannot open a NETLINK_SOCK_DIAG socket: {exc}') from exc
+    with sock:
+        try:
+            sock.connect((0, 0))  # the kernel
+        except OSError as exc:
+            raise SockDiagUnsupported(f'cannot address the kernel over netlink: {exc}') from exc
+        seq = next(_sequence)
+        return _exchange(sock, _request(payload, seq), seq, timeout_s, max_bytes)
+
+
+def _unix_path(name: bytes) -> str:
+    # unix_diag sends the address as bound: a filesystem path with its terminating NUL, or an abstract name starting
+    # with NUL (any byte may follow). Render it like /proc/net/unix so that both sources compare equal.
+    if name[:1] == b'\0':
+        return '@' + os.fsdecode(name[1:].replace(b'\0', b'@'))
+    return os.fsdecode(name.split(b'\0', 1)[0])
+
+
+def parse_unix_diag(payload: bytes) -> UnixListener:
+    if len(payload) < _UNIX_DIAG_MSG.size:
+        raise SockDiagProtocolError(f'unix_diag_msg of {len(payload)} bytes')
+    _family, sock_type, _state, _pad, inode, _c0, _c1 = _UNIX_DIAG_MSG.unpack_from(payload)
+    attrs = _attributes(payload[_UNIX_DIAG_MSG.size :])
+    rqlen = attrs.get(UNIX_DIAG_RQLEN)
+    if rqlen is None or len(rqlen) < _UNIX_DIAG_RQLEN.size:
+        raise SockDiagProtocolError(f'unix_diag answer for inode {inode} without UNIX_DIAG_RQLEN')
+    queued, max_backlog = _UNIX_DIAG_RQLEN.unpack_from(rqlen)
+    name = attrs.get(UNIX_DIAG_NAME)
+    return UnixListener(inode, '' if name is None else _unix_path(name), sock_type, queued, max_backlog)
+
+
+def parse_inet_diag(payload: bytes) -> TcpListener:
+    if len(payload) < _INET_DIAG_MSG.size:
+        raise SockDiagProtocolError(f'inet_diag_msg of {len(payload)} bytes')
+    fields = _INET_DIAG_MSG.unpack_from(payload)
+    family, sport, src = fields[0], fields[4], fields[6]
+    queued, max_backlog, inode = fields[12], fields[13], fields[15]
+    if family == socket.AF_INET:
+        ip = socket.inet_ntop(socket.AF_INET, src[:4])
+    elif family == socket.AF_INET6:
+        ip = socket.inet_ntop(socket.AF_INET6, src)
+    else:
+        raise SockDiagProtocolError(f'inet_diag answer of family {family}')
+    return TcpListener(inode, family, ip, int.from_bytes(sport, 'big'), queued, max_backlog)
+
+
+# Public API
+
+
+def unix_listeners(timeout_s: float = DEFAULT_TIMEOUT_S, max_bytes: int = DEFAULT_MAX_BYTES) -> list[UnixListener]:
+    """Every listening unix socket of the caller's network namespace, with its queue length and capacity."""
+    request = _UNIX_DIAG_REQ.pack(socket.AF_UNIX, 0, 0, 1 << TCP_LISTEN, 0, UDIAG_SHOW_NAME | UDIAG_SHOW_RQLEN, 0, 0)
+    return [parse_unix_diag(p) for p in _dump(request, timeout_s, max_bytes)]
+
+
+def tcp_listeners(timeout_s: float = DEFAULT_TIMEOUT_S, max_bytes: int = DEFAULT_MAX_BYTES) -> list[TcpListener]:
+    """Every listening TCP socket (IPv4 and IPv6) of the caller's network namespace, with queue length and capacity.
+
+    `timeout_s` bounds both dumps together.
+    """
+    deadline = time.monotonic() + timeout_s
+    found = []
+    for family in (socket.AF_INET, socket.AF_INET6):
+        request = _INET_DIAG_REQ_V2.pack(family, IPPROTO_TCP, 0, 0, 1 << TCP_LISTEN)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise SockDiagTimeout(f'sock_diag dumps not finished after {timeout_s:.1f}s')
+        found += [parse_inet_diag(p) for p in _dump(request, remaining, max_bytes)]
+    return found
+
+
+def max_backlogs(
+    unix: bool = True, tcp: bool = True, timeout_s: float = DEFAULT_TIMEOUT_S, max_bytes: int = DEFAULT_MAX_BYTES
+) -> dict[int, int]:
+    """Listening socket inode -> accept-queue capacity, for `netstat.listener_stats(max_backlogs=...)`."""
+    capacities: dict[int, int] = {}
+    deadline = time.monotonic() + timeout_s
+    if unix:
+        capacities.update((s.inode, s.max_backlog) for s in unix_listeners(timeout_s, max_bytes))
+    if tcp:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise SockDiagTimeout(f'sock_diag dumps not finished after {timeout_s:.1f}s')
+        capacities.update((s.inode, s.max_backlog) for s in tcp_listeners(remaining, max_bytes))
+    return capacities
+
+
+def same_network_namespace(pid: int, root: str = '/proc') -> bool | None:
+    """Whether PID shares the caller's network namespace (so that sock_diag sees its sockets); None if unknown.
+
+    Reading another user's /proc/PID/ns/net needs ptrace access; when it is denied the caller cannot tell, and
+    should simply use sock_diag figures only for the inodes it finds there.
+    """
+    try:
+        own = os.stat('/proc/self/ns/net')
+        theirs = os.stat(f'{root.rstrip("/")}/{pid}/ns/net')
+    except OSError:
+        return None
+    return (own.st_dev, own.st_ino) == (theirs.st_dev, theirs.st_ino)

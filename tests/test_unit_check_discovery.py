@@ -164,3 +164,14 @@ def test_a_misspelled_name_gets_the_closest_one(proc, dd_run_check, aggregator):
         tags=['app:chekout'],
         message=r'No gunicorn process with name chekout found.*Did you mean `checkout`\?.*diagnose --proc-name chekout',
     )
+
+
+def test_a_wrong_procfs_path_is_explained(tmp_path, datadog_agent, dd_run_check, aggregator):
+    datadog_agent._config['procfs_path'] = str(tmp_path / 'host' / 'proc')
+    check = make({'proc_name': 'web'})
+    assert run(check, dd_run_check, aggregator) == {}
+    aggregator.assert_service_check(
+        'gunicorn.is_running',
+        AgentCheck.CRITICAL,
+        message=r'The process table cannot be listed \(.*/host/proc: No such file or directory\): set the Agent',
+    )

@@ -69,6 +69,11 @@ def explain_missing(
 
 
 def _what_was_seen(app: str, seen: Sightings, hidepid: str | None) -> list[str]:
+    if seen.unreadable_root:
+        return [
+            "The process table cannot be listed (%s): set the Agent's procfs_path to where the host's /proc is "
+            "mounted; the check reads Linux's /proc and does not run on macOS." % seen.unreadable_root
+        ]
     parts = []
     names = sorted(set(seen.titled) | set(seen.untitled))
     if names:
@@ -300,8 +305,12 @@ def _held_socket_paths(procfs: ProcFS, pid: int) -> list[str]:
     for row in table:
         # Num RefCount Protocol Flags Type St Inode [Path]; a listener has the __SO_ACCEPTCON flag (0x10000).
         fields = row.split(None, 7)
-        if len(fields) == 8 and fields[6] in inodes and int(fields[3], 16) & 0x10000:
-            paths.append(fields[7])
+        try:
+            if len(fields) == 8 and fields[6] in inodes and int(fields[3], 16) & 0x10000:
+                paths.append(fields[7])
+        except ValueError:
+            continue  # not a row of the table
+
     return paths
 
 

@@ -96,6 +96,7 @@ class Sightings:
     untitled_examined: bool = False  # whether command lines were read at all in that walk
     denied: int = 0
     processes: int = 0
+    unreadable_root: str | None = None  # why the proc root itself could not be listed
 
 
 def walk(
@@ -112,7 +113,13 @@ def walk(
     seen = Sightings()
     titled: list[Master] = []
     candidates: list[int] = []
-    for pid in procfs.pids():
+    try:
+        pids = procfs.pids()
+    except OSError as exc:
+        # A wrong procfs_path (say /host/proc without the mount), or a platform without /proc (macOS).
+        seen.unreadable_root = '%s: %s' % (procfs.root, exc.strerror or exc)
+        pids = []
+    for pid in pids:
         seen.processes += 1
         try:
             comm = procfs.read_comm(pid)

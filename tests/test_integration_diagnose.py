@@ -176,3 +176,4 @@ def test_what_an_unprivileged_user_may_read(gunicorn):
     assert '/proc/PID/stat, schedstat, task/*/children: yes' in out
     assert '/proc/PID/net/tcp, tcp6, unix: yes' in out
     assert '/proc/PID/fd: NO' in out and 'Permission denied' in out
+    assert '/proc/PID/smaps_rollup: NO -> gunicorn.memory.pss' in out

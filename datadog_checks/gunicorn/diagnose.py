@@ -325,8 +325,14 @@ def _sources(procfs: ProcFS, trees: list[AppTree], result: Diagnosis) -> list[So
     return [
         Source(
             '/proc/PID/stat, schedstat, task/*/children',
-            'gunicorn.workers (working/idle), gunicorn.is_running',
+            'gunicorn.workers, gunicorn.is_running, gunicorn.masters, gunicorn.threads, gunicorn.memory.rss, '
+            'gunicorn.cpu.*, gunicorn.master.uptime, gunicorn.worker.age.*, gunicorn.workers.restarts',
             *_probe(procfs, processes, 'schedstat', world, not hidden),
+        ),
+        Source(
+            '/proc/PID/smaps_rollup',
+            'gunicorn.memory.pss, gunicorn.memory.pss.max (without it memory is RSS only)',
+            *_probe(procfs, processes, 'smaps_rollup', ptrace, result.ptrace),
         ),
         Source(
             '/proc/PID/net/tcp, tcp6, unix',
@@ -335,7 +341,7 @@ def _sources(procfs: ProcFS, trees: list[AppTree], result: Diagnosis) -> list[So
         ),
         Source(
             '/proc/PID/fd',
-            'worker heartbeat age, socket ownership',
+            'worker heartbeat age, sockets held by each process',
             *_probe(procfs, processes, 'fd', ptrace, result.ptrace),
         ),
     ]

@@ -475,6 +475,10 @@ def suggested_config(d: Diagnosis) -> str:
     if d.requested_name is not None and not d.matched and d.masters:
         close = difflib.get_close_matches(d.requested_name, [m.name or '' for m in d.masters], n=1, cutoff=0.6)
         chosen = [m for m in d.masters if close and m.name == close[0]] or d.masters
+        comments.append(
+            '# No master is named %s; %s:'
+            % (d.requested_name, 'the closest name' if close else 'one instance for each master that runs')
+        )
     for name in dict.fromkeys(m.name for m in chosen):
         instance: dict = {'proc_name': name}
         master = next(m for m in chosen if m.name == name)

@@ -319,6 +319,20 @@ def test_untitled_upgrade_master_named_by_the_upgrade_pid_file(tmp_path):
     assert tree.name == 'web' and not tree.titled
 
 
+def test_untitled_upgrade_of_a_master_whose_comm_is_the_interpreter(tmp_path):
+    # `python -m gunicorn` (or a master promoted by an earlier USR2): a re-executed child shows the same comm.
+    fake = FakeProc(tmp_path)
+    argv = ['/usr/bin/python3', '-m', 'gunicorn', '-n', 'web', 'app:app']
+    fake.add(100, 1, argv, comm='python3', children=(101, 102, 150))
+    fake.add(101, 100, argv, comm='python3')
+    fake.add(102, 100, argv, comm='python3')
+    fake.add(150, 100, argv, comm='python3', children=(151, 152))
+    fake.add(151, 150, argv, comm='python3')
+    fake.add(152, 150, argv, comm='python3')
+    (tree,) = make(tmp_path, app='web').trees()
+    assert pids(tree.upgrade_masters) == [150] and pids(tree.workers) == [101, 102, 151, 152]
+
+
 def test_untitled_dirty_arbiter_when_the_command_declares_dirty_apps(tmp_path):
     fake = untitled_tree(FakeProc(tmp_path), workers=(101, 102, 103), extra=('--dirty-app', 'dirty:Tasks'))
     fake.set_children(103, (110, 111))

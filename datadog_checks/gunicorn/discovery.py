@@ -315,27 +315,36 @@ class Discovery:
         - A child whose comm differs from the master's was re-executed: the new master of a USR2 upgrade (the master
           runs `sys.executable`, whose name the kernel puts in comm, where the first master showed `gunicorn`). A
           child named by the `.2` pid file is one too.
-        - A child that has children of its own is the dirty arbiter; only looked for when the command line declares
-          dirty apps, so that ordinary workers cost no extra read.
+        - A child with children running the same command is a dirty arbiter when the command line declares dirty
+          apps, else an upgrade master. Children's children are only listed when the cheap signals cannot decide:
+          dirty apps declared, or a master whose comm is already the interpreter's (`python -m gunicorn`, or a
+          master promoted by an earlier USR2), whose re-executed child would show the same comm.
         - Any other child is a worker.
         """
         tree = AppTree(master.stat, name=master.name, titled=False)
+        comm_tells = not _INTERPRETER_COMM.match(master.stat.comm)
         for child in self._children(master.stat.pid):
             if not self._runs(child, command):
                 continue
             if child.comm != master.stat.comm or child.pid in self._upgrade_pids:
-                tree.upgrade_masters.append(child)
-                for grandchild in self._children(child.pid):
-                    if self._runs(grandchild, command):
-                        tree.workers.append(grandchild)
-            elif command.declares_dirty_apps and (
-                dirty := [c for c in self._children(child.pid) if self._runs(c, command)]
-            ):
-                tree.dirty_arbiters.append(child)
-                tree.dirty_workers.extend(dirty)
+                self._add_untitled_upgrade(tree, child, command)
+            elif command.declares_dirty_apps or not comm_tells:
+                below = [c for c in self._children(child.pid) if self._runs(c, command)]
+                if not below:
+                    tree.workers.append(child)
+                elif command.declares_dirty_apps:
+                    tree.dirty_arbiters.append(child)
+                    tree.dirty_workers.extend(below)
+                else:
+                    tree.upgrade_masters.append(child)
+                    tree.workers.extend(below)
             else:
                 tree.workers.append(child)
         return tree
+
+    def _add_untitled_upgrade(self, tree: AppTree, child: Stat, command: GunicornCommand) -> None:
+        tree.upgrade_masters.append(child)
+        tree.workers.extend(c for c in self._children(child.pid) if self._runs(c, command))
 
     def _runs(self, stat: Stat, command: GunicornCommand) -> bool:
         """Whether `stat`'s process runs `command` (a fork or re-execution of the same server); cached per process."""

@@ -74,7 +74,9 @@ def test_a_worker_burning_cpu_shows_in_worker_utilization(gunicorn, make_check, 
     wait_for(lambda: any(cpu_ns(p) - before[p] > 20_000_000 for p in before), 10, 'a worker to burn CPU')
     dd_run_check(check)
     run_once(dd_run_check, aggregator, check)
-    assert last(aggregator, 'gunicorn.cpu.utilization', 'role:worker') > 50
+    # One worker spinning for the whole interval is up to 100% of a CPU; on a loaded 2-core host it may get half of
+    # one, while idle workers stay near 0.
+    assert last(aggregator, 'gunicorn.cpu.utilization', 'role:worker') > 25
     request.join(10)
 
 

@@ -6,9 +6,11 @@ from datadog_checks.base import AgentCheck
 
 from .activity import CpuSampler
 from .config_models import ConfigMixin
-from .containers import ContainerTags, conflicts
-from .diagnose import explain_missing, hidepid_option
+from .containers import ContainerTags, group_by_tags
+from .control_socket import ControlSocketError
+from .diagnose import explain_missing, hidepid_option, no_workers_message, titles_missing_message
 from .discovery import AppTree, Discovery
+from .health import ControlSocketMonitor, Health
 from .procfs import DEFAULT_ROOT, ProcessKey, ProcFS
 from .resources import ResourceTracker, Usage
 from .version import VersionError, read_version
@@ -32,7 +34,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         super().__init__(name, init_config, instances)
         self._version_for: ProcessKey | None = None
         self._untitled_reported = False
-        self._last_app: str | None = None
+        self._last_app: str | None = None  # with only a pid file, the name the master was last seen with
         self.check_initializations.append(self._configure)
 
     def _configure(self) -> None:
@@ -41,47 +43,45 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         self._instance_tags = list(self.config.tags or ())
         # An instance setting wins over init_config; the model fills in a default, so look at what was written.
         self._gunicorn_cmd = self.instance.get('gunicorn') or self.shared_config.gunicorn or 'gunicorn'
-        self._procfs = ProcFS(procfs_root())
-        self._discovery = Discovery(self._procfs, self._app, self.log, pid_file=self._pid_file)
-        self._containers = ContainerTags(self._procfs, self.log)
-        self._sampler = CpuSampler(self._procfs, self.log)
-        # Worker churn and CPU deltas are followed per tag set: each container's masters keep their own history.
+        self._procfs = procfs = ProcFS(procfs_root())
+        self._discovery = Discovery(procfs, self._app, self.log, pid_file=self._pid_file)
+        self._containers = ContainerTags(procfs, self.log)
+        self._sampler = CpuSampler(procfs, self.log)
+        # Usage history (CPU deltas, worker churn) is kept per tag set: each container's masters have their own.
         self._resources: dict[tuple[str, ...], ResourceTracker] = {}
+        self._control = ControlSocketMonitor(
+            procfs, self.log, self.config.control_socket, self.config.control_socket_timeout
+        )
 
     def check(self, _):
         trees = self._discovery.trees()
-        groups: dict[tuple[str, ...], list[AppTree]] = {}
-        for tree in trees:
-            container_tags = self._containers.tags(tree.master.key)
-            in_container = self._containers.container_id(tree.master.key) is not None
-            if conflicts(self._instance_tags, container_tags, in_container):
-                continue  # another container's Autodiscovery instance reports this master
-            groups.setdefault(self._tags(tree, container_tags), []).append(tree)
-        self._containers.forget_except(t.master.key for t in trees)
+        self._last_app = self._app or next((t.app for t in trees if t.app), self._last_app)
+        groups = group_by_tags(trees, self._instance_tags, self._app, self._containers)
         self._report_discovery(trees)
         if not groups:
             self._report_missing_master()
             return
+        # Before the sample window: no control connection may stay open while the check sleeps.
+        health = self._read_health([t for group in groups.values() for t in group])
         workers = {tags: [w.pid for t in group for w in t.workers] for tags, group in groups.items()}
-        all_counts, worker_cpu = self._sampler.count_groups(workers, self.config.cpu_sample_interval)
-        for tags, counts in all_counts.items():
-            self.log.debug('%s: %d working and %d idle workers', tags, counts.working, counts.idle)
-            if counts.total:
-                self.service_check(self.SERVICE_CHECK, AgentCheck.OK, tags=list(tags))
+        counts, worker_cpu = self._sampler.count_groups(workers, self.config.cpu_sample_interval)
+        for tags, group in groups.items():
+            self.log.debug('%s: %d working and %d idle workers', tags, counts[tags].working, counts[tags].idle)
+            tag_list = list(tags)
+            if counts[tags].total:
+                self.service_check(self.SERVICE_CHECK, AgentCheck.OK, tags=tag_list)
             else:
-                message = _no_workers(self._app or groups[tags][0].app, groups[tags])
-                self.service_check(self.SERVICE_CHECK, AgentCheck.CRITICAL, tags=list(tags), message=message)
-            self.gauge('workers', counts.working, tags=[*tags, 'state:working'])
-            self.gauge('workers', counts.idle, tags=[*tags, 'state:idle'])
+                message = no_workers_message(self._app or group[0].app, group)
+                self.service_check(self.SERVICE_CHECK, AgentCheck.CRITICAL, tags=tag_list, message=message)
+            self.gauge('workers', counts[tags].working, tags=[*tag_list, 'state:working'])
+            self.gauge('workers', counts[tags].idle, tags=[*tag_list, 'state:idle'])
             tracker = self._resources.setdefault(tags, ResourceTracker(self._procfs, self.log))
             cpu = {pid: worker_cpu[pid] for pid in workers[tags] if pid in worker_cpu}
-            self._submit_usage(list(tags), tracker.measure(groups[tags], cpu, self._sampler))
+            self._submit_usage(tag_list, tracker.measure(group, cpu, self._sampler))
+            masters = {t.master.key for t in group}
+            self._submit_health(tag_list, [(key, h) for key, h in health if key in masters])
         self._resources = {tags: tracker for tags, tracker in self._resources.items() if tags in groups}
         self._collect_version(trees)
-
-    def _tags(self, tree: AppTree, container_tags: tuple[str, ...]) -> tuple[str, ...]:
-        self._last_app = self._app or tree.app or self._last_app
-        return tuple(dict.fromkeys([*self._instance_tags, 'app:%s' % (self._app or tree.app), *container_tags]))
 
     def _report_discovery(self, trees: list[AppTree]) -> None:
         problem = self._discovery.pid_file_problem
@@ -89,14 +89,54 @@ class GunicornCheck(AgentCheck, ConfigMixin):
             self.warning('%s; the master was found by proc_name %s instead', problem, self._app)
         untitled = [t for t in trees if t.titles_missing]
         if untitled and not self._untitled_reported:
-            self.warning(
-                'Gunicorn master %s of %s runs without process titles: the check found it from its command line. '
-                "Install setproctitle in the application's Python environment (pip install setproctitle, then "
-                'restart Gunicorn) to make discovery cheaper and exact.',
-                ', '.join(str(t.master.pid) for t in untitled),
-                self._app or untitled[0].app,
-            )
+            self.warning(titles_missing_message(self._app or untitled[0].app, untitled))
+        # Once per instance; again only if titles came back and went away.
         self._untitled_reported = bool(untitled) or (self._untitled_reported and not trees)
+
+    def _read_health(self, trees: list[AppTree]) -> list[tuple[ProcessKey, Health]]:
+        found = []
+        for tree in trees:
+            try:
+                health = self._control.read(tree.master)
+            except ControlSocketError as exc:
+                self.warning('Cannot read the configured control_socket of master %s: %s', tree.master.pid, exc)
+                continue
+            if health is not None:
+                found.append((tree.master.key, health))
+        self._control.forget_except({t.master.key for t in trees})
+        return found
+
+    def _submit_health(self, group_tags: list[str], found: list[tuple[ProcessKey, Health]]) -> None:
+        if not found:
+            return
+        worker_class = next((h.config.worker_class for _, h in found if h.config.worker_class), None)
+        tags = [*group_tags, 'worker_class:%s' % worker_class] if worker_class else group_tags
+        targets = [h.stats.workers_target for _, h in found if h.stats.workers_target is not None]
+        if targets:
+            self.gauge('workers.target', sum(targets), tags=tags)
+        churn = [c for key, h in found if (c := self._control.churn(key, h.stats)) is not None]
+        if churn:
+            self.count('workers.spawned', sum(c.spawned for c in churn), tags=tags)
+            self.count('workers.killed', sum(c.killed for c in churn), tags=tags)
+            self.count('reloads', sum(c.reloads for c in churn), tags=tags)
+        config = found[0][1].config
+        self._gauge_if_known('worker.timeout', config.timeout_seconds, tags)
+        self._gauge_if_known('worker.threads', config.threads, tags)
+        self._gauge_if_known('worker.max_requests', config.max_requests, tags)
+        ages = [age for _, h in found for age in h.web_heartbeat_ages]
+        if ages:
+            self.gauge('worker.heartbeat_age.max', max(ages), tags=tags)
+            self.gauge('worker.heartbeat_age.avg', sum(ages) / len(ages), tags=tags)
+        if config.timeout_seconds:
+            late = self.config.heartbeat_timeout_share * config.timeout_seconds
+            self.gauge('workers.near_timeout', sum(1 for age in ages if age >= late), tags=tags)
+        dirty = [h for _, h in found if h.dirty_configured]
+        if dirty:
+            self.gauge('dirty_arbiter.up', int(any(h.stats.dirty_arbiter_pid for h in dirty)), tags=tags)
+            dirty_ages = [age for h in dirty for age in (h.dirty_heartbeat_ages or ())]
+            if dirty_ages:
+                self.gauge('dirty_worker.heartbeat_age.max', max(dirty_ages), tags=tags)
+                self.gauge('dirty_worker.heartbeat_age.avg', sum(dirty_ages) / len(dirty_ages), tags=tags)
 
     def _submit_usage(self, tags: list[str], usage: Usage) -> None:
         self.gauge('masters', usage.masters, tags=tags)
@@ -129,8 +169,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
             self._discovery.pid_file_problem,
             hidepid_option(self._procfs),
         )
-        app = self._app or self._last_app  # with only a pid file, the name seen last (none before a first success)
-        tags = [*self._instance_tags, *(['app:%s' % app] if app else [])]
+        tags = [*self._instance_tags, *(['app:%s' % self._last_app] if self._last_app else [])]
         self.service_check(self.SERVICE_CHECK, AgentCheck.CRITICAL, tags=tags, message=message)
         self.warning(message)
 
@@ -147,13 +186,3 @@ class GunicornCheck(AgentCheck, ConfigMixin):
             self.log.debug('Cannot read the Gunicorn version: %s', exc)
             return
         self.set_metadata('version', version)
-
-
-def _no_workers(app: str | None, trees: list[AppTree]) -> str:
-    masters = ', '.join(str(t.master.pid) for t in trees)
-    if all(t.starting for t in trees):
-        return (
-            '0 working and 0 idle workers for %s: master %s is still starting (it shows its command line and has '
-            'no workers yet, as while `--preload` imports the application)' % (app, masters)
-        )
-    return '0 working and 0 idle workers for %s: master %s has no workers' % (app, masters)

@@ -25,6 +25,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .discovery import AppTree
 from .procfs import ProcError, ProcessKey, ProcFS
 
 try:
@@ -145,3 +146,24 @@ class ContainerTags:
         for cache in (self._ids, self._tags):
             for key in [k for k in cache if k not in live]:
                 del cache[key]
+
+
+def group_by_tags(
+    trees: list[AppTree], instance_tags: list[str], app: str | None, containers: ContainerTags
+) -> dict[tuple[str, ...], list[AppTree]]:
+    """The trees to report, by the tags they are reported with: the instance's, `app:`, and their container's.
+
+    Masters with identical tags (several on a host, or replicas whose containers differ only in high-cardinality
+    tags) are summed as before; replicas the tagger tells apart are reported apart. `app:` is `app` when the
+    instance sets `proc_name`, else the name in the master's title or command line.
+    """
+    groups: dict[tuple[str, ...], list[AppTree]] = {}
+    for tree in trees:
+        key = tree.master.key
+        container_tags = containers.tags(key)
+        if conflicts(instance_tags, container_tags, containers.container_id(key) is not None):
+            continue  # another container's Autodiscovery instance reports this master
+        tags = tuple(dict.fromkeys([*instance_tags, 'app:%s' % (app or tree.app), *container_tags]))
+        groups.setdefault(tags, []).append(tree)
+    containers.forget_except(t.master.key for t in trees)
+    return groups

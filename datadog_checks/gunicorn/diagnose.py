@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from . import control_socket as ctl
 from .cmdline import redacted_command
 from .discovery import AppTree, Discovery, Master, Sightings, walk
+from .health import host_root
 from .pidfile import PidFileError, PidFiles
 from .procfs import DEFAULT_ROOT, ProcError, ProcFS
 
@@ -66,6 +68,24 @@ def explain_missing(
         command += ' --pid-file %s' % _quote(pid_file)
     parts.append('Run `%s` as the Agent user for details.' % command)
     return ' '.join(parts)
+
+
+def titles_missing_message(app: str | None, trees: list[AppTree]) -> str:
+    return (
+        'Gunicorn master %s of %s runs without process titles: the check found it from its command line. Install '
+        "setproctitle in the application's Python environment (pip install setproctitle, then restart Gunicorn) to "
+        'make discovery cheaper and exact.' % (', '.join(str(t.master.pid) for t in trees), app)
+    )
+
+
+def no_workers_message(app: str | None, trees: list[AppTree]) -> str:
+    masters = ', '.join(str(t.master.pid) for t in trees)
+    if all(t.starting for t in trees):
+        return (
+            '0 working and 0 idle workers for %s: master %s is still starting (it shows its command line and has '
+            'no workers yet, as while `--preload` imports the application)' % (app, masters)
+        )
+    return '0 working and 0 idle workers for %s: master %s has no workers' % (app, masters)
 
 
 def _what_was_seen(app: str, seen: Sightings, hidepid: str | None) -> list[str]:
@@ -233,43 +253,50 @@ def _worker_class(master: Master) -> str:
 
 
 def socket_candidates(procfs: ProcFS, master: Master, uid: int | None) -> list[str] | None:
-    """Where Gunicorn 25.1+ puts its control socket for this master, in the order Gunicorn chooses.
+    """Where Gunicorn 25.1+ may have put this master's control socket, or None when its command line disables it.
 
-    An explicit `--control-socket`, else `$XDG_RUNTIME_DIR/gunicorn.ctl` (read from the master's environment when
-    this user may, else systemd's `/run/user/<uid>`), else `$HOME/.gunicorn/gunicorn.ctl`.
+    The check's own candidates (control_socket.candidate_paths: an explicit `--control-socket`, `/run/user/<uid>`,
+    `<home>/.gunicorn`, the 25.1.0 cwd), with `$XDG_RUNTIME_DIR` from the master's environment second when this
+    user may read it (setproctitle overwrites that environment in titled masters). Paths are as the master sees
+    them; `_control_socket` looks them up through the container's root and the host's.
     """
     command = master.command
     if command is not None and command.has('--no-control-socket'):
         return None
-    paths = []
-    if command is not None and command.last('--control-socket'):
-        paths.append(command.last('--control-socket'))
     try:
-        env = procfs.read_environ(master.stat.pid, frozenset({'XDG_RUNTIME_DIR', 'HOME'}))
+        cmdline = procfs.read_cmdline(master.stat.pid)
+    except ProcError:
+        cmdline = []
+    try:
+        cwd = os.readlink(procfs.path(master.stat.pid, 'cwd'))
+    except OSError:
+        cwd = None  # ptrace-level access only
+    paths = ctl.candidate_paths(uid, cmdline, cwd) if uid is not None else []
+    try:
+        env = procfs.read_environ(master.stat.pid, frozenset({'XDG_RUNTIME_DIR'}))
     except ProcError:
         env = {}
     if env.get('XDG_RUNTIME_DIR'):
-        paths.append(os.path.join(env['XDG_RUNTIME_DIR'], 'gunicorn.ctl'))
-    if uid is not None:
-        paths.append('/run/user/%d/gunicorn.ctl' % uid)
-    home = env.get('HOME') or (_home(uid) if uid is not None else None)
-    if home:
-        paths.append(os.path.join(home, '.gunicorn', 'gunicorn.ctl'))
+        explicit = 1 if command is not None and command.last('--control-socket') else 0
+        paths.insert(explicit, os.path.join(env['XDG_RUNTIME_DIR'], ctl.SOCKET_NAME))
     return list(dict.fromkeys(paths))
 
 
 def _control_socket(procfs: ProcFS, master: Master, uid: int | None) -> str:
+    """`present at PATH` or `absent`: whether a socket file exists, without ever connecting to it."""
     candidates = socket_candidates(procfs, master, uid)
     if candidates is None:
         return 'disabled (--no-control-socket)'
     held = _held_socket_paths(procfs, master.stat.pid)
     for path in held:
-        if path in candidates or path.endswith('/gunicorn.ctl'):
+        if path in candidates or path.endswith('/' + ctl.SOCKET_NAME):
             return 'present at %s (held by the master)' % path
     for path in candidates:
-        # A path is in the master's mount namespace: through /proc/PID/root when the Agent may follow it (a
-        # containerised application), else as the Agent sees it.
-        for seen_as in (procfs.path(master.stat.pid, 'root') + path, path):
+        # The path is in the master's mount namespace: through /proc/PID/root when this user may follow it (an
+        # application in a container), else under the host's root as the Agent mounts it (/host for /host/proc),
+        # else as is.
+        root = procfs.path(master.stat.pid, 'root')
+        for seen_as in dict.fromkeys((root + path, host_root(procfs.root) + path, path)):
             try:
                 mode = os.stat(seen_as).st_mode
             except OSError:
@@ -277,7 +304,7 @@ def _control_socket(procfs: ProcFS, master: Master, uid: int | None) -> str:
             if stat_module.S_ISSOCK(mode):
                 return 'present at %s' % path
     if not candidates:
-        return "unknown (the master's user and environment are not readable)"
+        return "unknown (the master's user is not readable)"
     return 'absent (looked at %s; Gunicorn before 25.1 has none)' % ', '.join(candidates)
 
 
@@ -377,13 +404,6 @@ def _user_name(uid: int) -> str:
         return '%s (uid %d)' % (pwd.getpwuid(uid).pw_name, uid)
     except KeyError:
         return 'uid %d' % uid
-
-
-def _home(uid: int) -> str | None:
-    try:
-        return pwd.getpwuid(uid).pw_dir
-    except KeyError:
-        return None
 
 
 def _has_capability(bit: int, status: str = '/proc/self/status') -> bool:

@@ -8,6 +8,10 @@ def shared_gunicorn():
     return 'gunicorn'
 
 
+def instance_control_socket_timeout():
+    return 1
+
+
 def instance_cpu_sample_interval():
     return 0.1
 
@@ -26,6 +30,10 @@ def instance_enable_legacy_tags_normalization():
 
 def instance_gunicorn():
     return 'gunicorn'
+
+
+def instance_heartbeat_timeout_share():
+    return 0.8
 
 
 def instance_min_collection_interval():

@@ -15,7 +15,7 @@ from datadog_checks.base.utils.models import validation
 from . import defaults, validators
 
 
-SECURE_FIELD_NAMES = frozenset(['gunicorn', 'pid_file'])
+SECURE_FIELD_NAMES = frozenset(['control_socket', 'gunicorn', 'pid_file'])
 
 
 class MetricPatterns(BaseModel):
@@ -33,11 +33,14 @@ class InstanceConfig(BaseModel):
         arbitrary_types_allowed=True,
         frozen=True,
     )
+    control_socket: Optional[str] = None
+    control_socket_timeout: Optional[float] = None
     cpu_sample_interval: Optional[float] = None
     disable_generic_tags: Optional[bool] = None
     empty_default_hostname: Optional[bool] = None
     enable_legacy_tags_normalization: Optional[bool] = None
     gunicorn: Optional[str] = None
+    heartbeat_timeout_share: Optional[float] = None
     metric_patterns: Optional[MetricPatterns] = None
     min_collection_interval: Optional[float] = None
     pid_file: Optional[str] = None

@@ -14,12 +14,34 @@ def initialize_instance(values, **kwargs):
 
 def instance_cpu_sample_interval(value, field=None, **kwargs):
     # The whole run sleeps this long once; beyond a second it would delay every other check in the Agent's runner.
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 1:
+    if not _number(value) or not 0 < value <= 1:
         raise ValueError(
             'cpu_sample_interval must be a number of seconds greater than 0 and at most 1, got %r; '
             'remove the option to use the default of 0.1' % (value,)
         )
     return value
+
+
+def instance_control_socket_timeout(value, field=None, **kwargs):
+    if not _number(value) or not 0 < value <= 10:
+        raise ValueError(
+            'control_socket_timeout must be a number of seconds greater than 0 and at most 10, got %r; '
+            'remove the option to use the default of 1' % (value,)
+        )
+    return value
+
+
+def instance_heartbeat_timeout_share(value, field=None, **kwargs):
+    if not _number(value) or not 0 < value <= 1:
+        raise ValueError(
+            'heartbeat_timeout_share must be a number greater than 0 and at most 1 (a share of the worker timeout), '
+            'got %r; remove the option to use the default of 0.8' % (value,)
+        )
+    return value
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def instance_proc_name(value, field=None, **kwargs):

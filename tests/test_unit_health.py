@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from datadog_checks.gunicorn import control_socket as ctl
+from datadog_checks.gunicorn.health import ControlSocketMonitor, host_root
+from datadog_checks.gunicorn.procfs import ProcessKey, ProcFS
+
+
+def stats(spawned, killed, reloads):
+    return ctl.parse_stats({'pid': 1, 'workers_spawned': spawned, 'workers_killed': killed, 'reloads': reloads})
+
+
+def test_churn_is_a_delta_per_master_and_never_negative():
+    monitor = ControlSocketMonitor(ProcFS('/proc'), logging.getLogger('test'))
+    first, second = ProcessKey(1, 10), ProcessKey(2, 20)
+    assert monitor.churn(first, stats(4, 0, 0)) is None  # no baseline yet
+    assert monitor.churn(first, stats(6, 1, 1)) == (2, 1, 1)
+    assert monitor.churn(second, stats(100, 50, 9)) is None  # another master starts from its own baseline
+    assert monitor.churn(first, stats(5, 1, 1)) == (0, 0, 0)  # a counter going back is not a negative count
+    assert monitor.churn(first, ctl.parse_stats({'pid': 1})) is None  # missing fields: nothing to say
+    monitor.forget_except({second})
+    assert monitor.churn(first, stats(7, 1, 1)) is None
+
+
+@pytest.mark.parametrize(
+    'procfs_root, expected',
+    [('/proc', ''), ('/proc/', ''), ('/host/proc', '/host'), ('/host/proc/', '/host'), ('/custom/procfs', '')],
+)
+def test_host_root(procfs_root, expected):
+    assert host_root(procfs_root) == expected

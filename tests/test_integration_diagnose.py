@@ -65,8 +65,8 @@ def test_an_old_gunicorn_has_no_control_socket(gunicorn):
 
 
 def test_a_misspelled_name(gunicorn):
-    server = gunicorn(workers=1, name=unique('diag-checkout'))
-    typo = server.name.replace('checkout', 'chekout')
+    server = gunicorn(workers=1, name=unique('diag-shopfront'))
+    typo = server.name.replace('shopfront', 'shopfrnt')
     done = run_diagnose('--proc-name', typo)
     assert done.returncode == 1
     assert 'No gunicorn process with name %s found' % typo in done.stdout

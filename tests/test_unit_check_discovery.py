@@ -154,15 +154,15 @@ def test_a_stale_pid_file_with_a_proc_name_warns_and_uses_the_name(proc, tmp_pat
 
 
 def test_a_misspelled_name_gets_the_closest_one(proc, dd_run_check, aggregator):
-    titled_app(proc, 100, name='checkout')
+    titled_app(proc, 100, name='shopfront')
     untitled_app(proc, 200, name='billing')
-    check = make({'proc_name': 'chekout'})
+    check = make({'proc_name': 'shopfrnt'})
     assert run(check, dd_run_check, aggregator) == {}
     aggregator.assert_service_check(
         'gunicorn.is_running',
         AgentCheck.CRITICAL,
-        tags=['app:chekout'],
-        message=r'No gunicorn process with name chekout found.*Did you mean `checkout`\?.*diagnose --proc-name chekout',
+        tags=['app:shopfrnt'],
+        message=r'No gunicorn process with name shopfrnt found.*Did you mean `shopfront`\?.*--proc-name shopfrnt',
     )
 
 

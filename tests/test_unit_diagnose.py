@@ -58,13 +58,13 @@ def test_a_running_app(tmp_path, fake):
 
 
 def test_a_misspelled_name(tmp_path, fake):
-    titled(fake, 100, 'checkout')
+    titled(fake, 100, 'shopfront')
     titled(fake, 200, 'billing')
-    d = diagnose(procfs(tmp_path), 'chekout')
+    d = diagnose(procfs(tmp_path), 'shopfrnt')
     assert not d.ok
     text = render(d)
-    assert 'No gunicorn process with name chekout found' in text and 'Did you mean `checkout`?' in text
-    assert config_of(suggested_config(d))['instances'] == [{'proc_name': 'checkout'}]
+    assert 'No gunicorn process with name shopfrnt found' in text and 'Did you mean `shopfront`?' in text
+    assert config_of(suggested_config(d))['instances'] == [{'proc_name': 'shopfront'}]
 
 
 def test_missing_setproctitle(tmp_path, fake):
@@ -151,11 +151,11 @@ def test_a_pid_file(tmp_path, fake):
 
 
 def test_explain_missing_short_forms():
-    seen = Sightings(titled={'checkout': [1]}, untitled={'api': [2]}, denied=3)
-    text = explain_missing('chekout', seen)
-    assert 'Did you mean `checkout`?' in text and 'pip install setproctitle' in text
+    seen = Sightings(titled={'shopfront': [1]}, untitled={'api': [2]}, denied=3)
+    text = explain_missing('shopfrnt', seen)
+    assert 'Did you mean `shopfront`?' in text and 'pip install setproctitle' in text
     assert '3 processes could not be read' in text
-    assert 'diagnose --proc-name chekout' in text
+    assert 'diagnose --proc-name shopfrnt' in text
     text = explain_missing('x', Sightings(), hidepid='hidepid=2')
     assert 'No Gunicorn master is visible' in text and 'hidepid=2' in text
     many = Sightings(titled={'app%d' % i: [i] for i in range(20)})

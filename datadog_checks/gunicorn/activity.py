@@ -12,13 +12,15 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .classify import WORKING_MIN_CPU_NS, WorkerCounts, count_working
 from .procfs import ProcError, ProcessGone, ProcFS
 
 NS_PER_TICK = 1_000_000_000 // os.sysconf('SC_CLK_TCK')
+K = TypeVar('K', bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -42,16 +44,28 @@ class CpuSampler:
         `threads` gives the thread count of each pid (from /proc/PID/stat): those with more than one are summed over
         their threads, or the work of gthread's pool threads would never show.
         """
-        pids = list(pids)
-        if not pids:
-            return WorkerCounts(0, 0), {}
-        before = self.sample(pids, threads)
+        counts, after = self.count_groups({None: pids}, window_seconds, threads)
+        return counts[None], after
+
+    def count_groups(
+        self, groups: Mapping[K, Iterable[int]], window_seconds: float, threads: Mapping[int, int] | None = None
+    ) -> tuple[dict[K, WorkerCounts], dict[int, CpuTime]]:
+        """`count` for several groups of workers (one per container, say) in one shared window."""
+        groups = {key: list(pids) for key, pids in groups.items()}
+        everyone = [pid for pids in groups.values() for pid in pids]
+        if not everyone:
+            return {key: WorkerCounts(0, 0) for key in groups}, {}
+        before = self.sample(everyone, threads)
         self.sleep(window_seconds)
         after = self.sample(before, threads)
         threshold = WORKING_MIN_CPU_NS if self.use_schedstat else NS_PER_TICK
-        counts = count_working(
-            {p: c.on_cpu_ns for p, c in before.items()}, {p: c.on_cpu_ns for p, c in after.items()}, threshold
-        )
+
+        def on_cpu(samples: dict[int, CpuTime], pids: list[int]) -> dict[int, int]:
+            return {pid: samples[pid].on_cpu_ns for pid in pids if pid in samples}
+
+        counts = {
+            key: count_working(on_cpu(before, pids), on_cpu(after, pids), threshold) for key, pids in groups.items()
+        }
         return counts, after
 
     def sample(self, pids: Iterable[int], threads: Mapping[int, int] | None = None) -> dict[int, CpuTime]:

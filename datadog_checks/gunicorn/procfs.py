@@ -136,6 +136,46 @@ def parse_children(data: bytes) -> set[int]:
     return {int(pid) for pid in data.split()}
 
 
+def parse_status_uid(data: bytes) -> int:
+    """The effective uid from /proc/PID/status (`Uid:` real, effective, saved, filesystem), the user `ps` shows."""
+    for line in data.splitlines():
+        if line.startswith(b'Uid:'):
+            return int(line.split()[2])
+    raise ValueError('no Uid line')
+
+
+def parse_boot_time(data: bytes) -> int:
+    """`btime` of /proc/stat: the boot time in seconds since the epoch, which process start ticks count from."""
+    for line in data.splitlines():
+        if line.startswith(b'btime '):
+            return int(line.split()[1])
+    raise ValueError('no btime line')
+
+
+def parse_environ(data: bytes, names: frozenset[str]) -> dict[str, str]:
+    """Only the variables in `names`: the rest of an environment may hold secrets and is never kept."""
+    found = {}
+    for entry in data.split(b'\0'):
+        name, eq, value = entry.partition(b'=')
+        key = name.decode('utf-8', 'replace')
+        if eq and key in names:
+            found[key] = value.decode('utf-8', 'replace')
+    return found
+
+
+def parse_mount_options(mountinfo: bytes, mount_point: str) -> set[str] | None:
+    """The mount and super-block options of the mount at `mount_point` in a mountinfo table (proc(5)), or None."""
+    options = None
+    for line in mountinfo.decode('utf-8', 'replace').splitlines():
+        fields = line.split(' ')
+        if len(fields) < 10 or fields[4] != mount_point or '-' not in fields[6:]:
+            continue
+        separator = fields.index('-', 6)
+        # The last mount stacked on a mount point is the one visible there.
+        options = set(fields[5].split(',')) | set(fields[separator + 3].split(','))
+    return options
+
+
 def socket_inodes(fd_links: tuple[str, ...] | list[str]) -> frozenset[int]:
     """Inodes of the sockets among fd link targets (`socket:[12345]`)."""
     return frozenset(int(link[8:-1]) for link in fd_links if link.startswith('socket:[') and link.endswith(']'))
@@ -283,6 +323,36 @@ class ProcFS:
             except OSError:
                 continue
         return tuple(links)
+
+    def read_uid(self, pid: int) -> int:
+        data = self._read(pid, 'status', whole=True)
+        try:
+            return parse_status_uid(data)
+        except (ValueError, IndexError) as exc:
+            raise ProcessGone(pid, self.path(pid, 'status'), 'unparsable status') from exc
+
+    def read_cgroup(self, pid: int) -> bytes:
+        return self._read(pid, 'cgroup', whole=True)
+
+    def read_environ(self, pid: int, names: frozenset[str]) -> dict[str, str]:
+        """Selected environment variables (needs ptrace access: the same user, root or CAP_SYS_PTRACE)."""
+        return parse_environ(self._read(pid, 'environ', whole=True), names)
+
+    def read_boot_time(self) -> int:
+        path = '%s/stat' % self.root
+        try:
+            with open(path, 'rb') as f:
+                return parse_boot_time(f.read())
+        except (OSError, ValueError, IndexError) as exc:
+            raise ProcUnsupported(0, path, 'no boot time: %s' % exc) from exc
+
+    def mount_options(self, mountinfo: str = '/proc/self/mountinfo') -> set[str] | None:
+        """Options of the proc mount at `root` as this process sees it (`hidepid=` hides other users' processes)."""
+        try:
+            with open(mountinfo, 'rb') as f:
+                return parse_mount_options(f.read(), os.path.realpath(self.root))
+        except OSError:
+            return None
 
     def read_children(self, pid: int) -> set[int]:
         """Children of every thread of `pid` (a child is listed under the thread that forked it).

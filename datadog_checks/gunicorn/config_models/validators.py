@@ -21,6 +21,17 @@ def instance_bind(value, field=None, **kwargs):
     return [a.strip() for a in addresses]
 
 
+def initialize_instance(values, **kwargs):
+    # The spec can only make options required one by one: either way of finding the master is enough. Empty values
+    # are left to the options' own validators, whose messages say what the value should be.
+    if values.get('proc_name') is None and values.get('pid_file') is None:
+        raise ValueError(
+            'set `proc_name` (the name in `gunicorn: master [<proc_name>]`, or the `--name`/application module of '
+            'the Gunicorn command line) or `pid_file` (the path given to Gunicorn\'s `--pid`), or both'
+        )
+    return values
+
+
 def instance_cpu_sample_interval(value, field=None, **kwargs):
     # The whole run sleeps this long once; beyond a second it would delay every other check in the Agent's runner.
     if not _number(value) or not 0 < value <= 1:
@@ -59,4 +70,10 @@ def instance_proc_name(value, field=None, **kwargs):
             'proc_name must be the non-empty name shown in the master title `gunicorn: master [<proc_name>]`, got %r'
             % (value,)
         )
+    return value
+
+
+def instance_pid_file(value, field=None, **kwargs):
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError('pid_file must be the non-empty path of Gunicorn\'s pid file (`--pid`), got %r' % (value,))
     return value

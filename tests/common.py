@@ -1,6 +1,12 @@
 from __future__ import annotations
 
+import logging
+import os
+import pickle
+
 from datadog_checks.base.stubs.aggregator import AggregatorStub
+
+NOBODY = 65534
 
 
 def worker_gauges(aggregator: AggregatorStub) -> dict[str, float]:
@@ -16,3 +22,43 @@ def run_once(dd_run_check, aggregator: AggregatorStub, check) -> dict[str, float
     aggregator.reset()
     dd_run_check(check)
     return worker_gauges(aggregator)
+
+
+def run_as_nobody(instance: dict, runs: int = 2) -> dict:
+    """Run the check `runs` times in a forked child that dropped root, as an Agent without privileges would.
+
+    Returns what the child saw: `errors` (one run() result per run), `metrics` ({name: [(value, tags)]}) and `debug`
+    (every message the check logged at debug level or above).
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        status = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            from datadog_checks.base.stubs import aggregator
+            from datadog_checks.gunicorn import GunicornCheck
+
+            aggregator.reset()
+            check = GunicornCheck('gunicorn', {}, [instance])
+            said: list[str] = []
+            handler = logging.Handler(logging.DEBUG)
+            handler.emit = lambda record: said.append(record.getMessage())
+            check.log.logger.addHandler(handler)
+            check.log.logger.setLevel(logging.DEBUG)
+            errors = [check.run() for _ in range(runs)]
+            found = {name: [(m.value, m.tags) for m in metrics] for name, metrics in aggregator._metrics.items()}
+            with os.fdopen(write_end, 'wb') as out:
+                pickle.dump({'errors': errors, 'metrics': found, 'debug': said}, out)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, 'rb') as inp:
+        data = inp.read()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0 and data, 'the unprivileged child failed'
+    return pickle.loads(data)

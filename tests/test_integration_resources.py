@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 
 import psutil
@@ -11,14 +10,15 @@ import pytest
 
 from datadog_checks.dev.utils import get_metadata_metrics
 
-from .common import run_once
+from .common import run_as_nobody, run_once
 from .gunicorn_env import wait_for
 from .test_integration_check import cpu_ns, instance_for
 
 pytestmark = pytest.mark.integration
 
 
-# What a run sends for an app with a master and sync workers, as root, once a previous run gave a baseline.
+# What a run sends for an app with a master and sync workers, as root (listeners found from the processes' sockets),
+# once a previous run gave a baseline.
 EVERY_RUN_METRICS = [
     'gunicorn.workers',
     'gunicorn.masters',
@@ -33,6 +33,9 @@ EVERY_RUN_METRICS = [
     'gunicorn.memory.pss.max',
     'gunicorn.cpu.utilization',
     'gunicorn.cpu.run_queue_wait',
+    'gunicorn.listen.queued',
+    'gunicorn.listen.backlog_max',
+    'gunicorn.connections.in_flight',
 ]
 
 
@@ -120,40 +123,9 @@ def test_two_masters_during_a_usr2_upgrade(gunicorn, make_check, aggregator, dd_
     aggregator.assert_metric('gunicorn.masters', 2)
 
 
-def _run_as_nobody(instance: dict) -> dict:
-    """Run the check in a forked child that dropped root, and return what it submitted."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never return into pytest
-        status = 1
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            from datadog_checks.base.stubs import aggregator
-            from datadog_checks.gunicorn import GunicornCheck
-
-            aggregator.reset()
-            check = GunicornCheck('gunicorn', {}, [instance])
-            errors = [check.run(), check.run()]
-            found = {name: [(m.value, m.tags) for m in metrics] for name, metrics in aggregator._metrics.items()}
-            with os.fdopen(write_end, 'wb') as out:
-                pickle.dump({'errors': errors, 'metrics': found}, out)
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    with os.fdopen(read_end, 'rb') as inp:
-        data = inp.read()
-    _, status = os.waitpid(pid, 0)
-    assert status == 0 and data, 'the unprivileged child failed'
-    return pickle.loads(data)
-
-
 def test_without_privileges_what_needs_none_still_works(gunicorn):
     server = gunicorn(workers=2)
-    result = _run_as_nobody({'proc_name': server.name, 'gunicorn': '/nonexistent'})
+    result = run_as_nobody({'proc_name': server.name, 'gunicorn': '/nonexistent'})
     assert result['errors'] == ['', '']
     metrics = result['metrics']
     assert sorted(v for v, _ in metrics['gunicorn.workers'])[-1] == 2

@@ -69,3 +69,31 @@ def test_a_conf_without_instances_is_refused(tmp_path):
     conf.write_text('init_config:\n')
     done = runner('--conf', str(conf))
     assert done.returncode != 0 and 'instances' in done.stderr
+
+
+def test_pid_file_option(gunicorn, tmp_path):
+    server = gunicorn(workers=2, args=['--pid', str(tmp_path / 'app.pid')])
+    done = runner('--pid-file', str(tmp_path / 'app.pid'), '--json')
+    assert done.returncode == 0, done.stdout + done.stderr
+    (report,) = json.loads(done.stdout)
+    assert {tuple(s['tags']) for s in report['series'] if s['metric'] == 'gunicorn.workers'} == {
+        ('app:%s' % server.name, 'state:idle'),
+        ('app:%s' % server.name, 'state:working'),
+    }
+
+
+@pytest.mark.parametrize(
+    'args, error',
+    [
+        ((), 'one of --conf, --proc-name or --pid-file is required'),
+        (('--conf', 'x.yaml', '--proc-name', 'web'), '--conf runs the instances of a file'),
+    ],
+)
+def test_source_options(args, error):
+    done = runner(*args)
+    assert done.returncode == 2 and error in done.stderr
+
+
+def test_diagnose_is_a_subcommand():
+    done = runner('diagnose', '--help')
+    assert done.returncode == 0 and '--proc-name' in done.stdout and '--pid-file' in done.stdout

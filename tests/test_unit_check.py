@@ -37,6 +37,17 @@ def test_a_worker_whose_cpu_time_moves_is_working(fake_root, make_check, aggrega
     assert run_once(dd_run_check, aggregator, check) == {'working': 1, 'idle': 1}
 
 
+def test_a_worker_whose_pool_thread_computes_is_working(fake_root, make_check, aggregator, dd_run_check):
+    # /proc/PID/schedstat is the main thread's: a gthread worker computes in a pool thread.
+    fake_root.add(100, 1, 'gunicorn: master [web]', children=(101, 102))
+    fake_root.add(101, 100, 'gunicorn: worker [web]', threads=3)
+    fake_root.add(102, 100, 'gunicorn: worker [web]', threads=3)
+    check = make_check({'proc_name': 'web', 'gunicorn': '/nonexistent'})
+    dd_run_check(check)
+    check._sampler.sleep = lambda seconds: fake_root.set_thread_cpu(101, 10102, 5_000_000)
+    assert run_once(dd_run_check, aggregator, check) == {'working': 1, 'idle': 1}
+
+
 def test_without_schedstat_clock_ticks_are_used(fake_root, make_check, aggregator, dd_run_check):
     fake_root.add(100, 1, 'gunicorn: master [web]', children=(101, 102))
     fake_root.add(101, 100, 'gunicorn: worker [web]', ticks=5)

@@ -36,7 +36,9 @@ def test_drift_is_detected(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     'instance, option, hint',
     [
-        ({}, 'proc_name', 'Field required'),
+        ({}, 'proc_name', 'pid_file'),
+        ({'tags': ['a:b']}, 'proc_name', 'pid_file'),
+        ({'pid_file': ''}, 'pid_file', 'non-empty path'),
         ({'proc_name': ''}, 'proc_name', 'non-empty name'),
         ({'proc_name': ['a']}, 'proc_name', 'non-empty name'),
         ({'proc_name': 'a', 'cpu_sample_interval': 0}, 'cpu_sample_interval', 'greater than 0 and at most 1'),
@@ -44,6 +46,11 @@ def test_drift_is_detected(tmp_path, monkeypatch):
         ({'proc_name': 'a', 'cpu_sample_interval': -1}, 'cpu_sample_interval', 'greater than 0 and at most 1'),
         ({'proc_name': 'a', 'cpu_sample_interval': 'fast'}, 'cpu_sample_interval', 'number'),
         ({'proc_name': 'a', 'tags': 'team:web'}, 'tags', 'tuple'),
+        ({'proc_name': 'a', 'bind': ['localhost:8000']}, 'bind', 'not a literal IP address'),
+        ({'proc_name': 'a', 'bind': ['127.0.0.1']}, 'bind', 'no port'),
+        ({'proc_name': 'a', 'bind': ['fd://3']}, 'bind', 'unsupported scheme'),
+        ({'proc_name': 'a', 'bind': [8000]}, 'bind', 'as strings'),
+        ({'proc_name': 'a', 'bind': []}, 'bind', 'list of addresses'),
     ],
 )
 def test_bad_options_name_the_option(instance, option, hint, dd_run_check):
@@ -64,3 +71,30 @@ def test_a_good_upper_bound_is_accepted():
     check.load_configuration_models()
     assert check.config.cpu_sample_interval == 1
     assert GunicornCheck('gunicorn', {}, [{'proc_name': 'a'}]).run() == ''  # the default applies
+
+
+@pytest.mark.parametrize(
+    'instance', [{'pid_file': '/run/web.pid'}, {'proc_name': 'web', 'pid_file': '/run/web.pid'}, {'proc_name': 'web'}]
+)
+def test_either_proc_name_or_pid_file_is_enough(instance):
+    check = GunicornCheck('gunicorn', {}, [instance])
+    check.load_configuration_models()
+    assert (check.config.proc_name, check.config.pid_file) == (instance.get('proc_name'), instance.get('pid_file'))
+
+
+def test_pid_file_is_for_trusted_providers_only():
+    # The Agent reads the path it names: like `gunicorn`, only a trusted configuration source may set it.
+    from datadog_checks.gunicorn.config_models.instance import SECURE_FIELD_NAMES
+
+    assert 'pid_file' in SECURE_FIELD_NAMES
+
+
+def test_bind_addresses_are_taken_as_gunicorn_writes_them():
+    check = GunicornCheck(
+        'gunicorn', {}, [{'proc_name': 'a', 'bind': [' 127.0.0.1:8000', '[::]:80', 'unix:/run/a.sock']}]
+    )
+    check.load_configuration_models()
+    assert check.config.bind == ('127.0.0.1:8000', '[::]:80', 'unix:/run/a.sock')
+    single = GunicornCheck('gunicorn', {}, [{'proc_name': 'a', 'bind': 'unix:/run/a.sock'}])
+    single.load_configuration_models()
+    assert single.config.bind == ('unix:/run/a.sock',)

@@ -198,3 +198,210 @@ def test_titles_of_workers_are_read_once(tmp_path, monkeypatch):
     monkeypatch.setattr(ProcFS, 'read_title', lambda self, pid: reads.append(pid) or real(self, pid))
     d.trees()
     assert reads == [100]  # only the master's title is checked again
+
+
+# Without titles: raw command lines (no setproctitle, macOS-like platforms, the `--preload` window)
+
+VENV = '/srv/venv/bin'
+
+
+def raw(name='web', *extra):
+    return [VENV + '/python', VENV + '/gunicorn', '-w', '2', '-n', name, *extra, 'app:app']
+
+
+def untitled_tree(fake: FakeProc, master=100, name='web', workers=(101, 102), parent=1, extra=(), comm='gunicorn'):
+    fake.add(parent, 0, ['/bin/bash'], children=(master,)) if parent != 1 else None
+    fake.add(master, parent, raw(name, *extra), comm=comm, children=workers)
+    for w in workers:
+        fake.add(w, master, raw(name, *extra), comm=comm)
+    return fake
+
+
+def test_untitled_master_is_found_by_its_command_line_name(tmp_path):
+    fake = untitled_tree(FakeProc(tmp_path), parent=50)
+    fake.add(103, 100, ['/usr/bin/convert', 'in.png', 'out.jpg'])  # a subprocess of the application
+    fake.set_children(100, (101, 102, 103))
+    d = make(tmp_path, app='web')
+    (tree,) = d.trees()
+    assert (tree.master.pid, pids(tree.workers), tree.titled, tree.name) == (100, [101, 102], False, 'web')
+    assert tree.titles_missing and not tree.starting
+    assert d.sightings.untitled == {'web': [100]} and d.sightings.untitled_examined
+
+
+def test_untitled_without_a_name_matches_the_app_module(tmp_path):
+    fake = FakeProc(tmp_path)
+    fake.add(100, 1, [VENV + '/python', VENV + '/gunicorn', 'proj.wsgi:application'], comm='gunicorn', children=(101,))
+    fake.add(101, 100, [VENV + '/python', VENV + '/gunicorn', 'proj.wsgi:application'], comm='gunicorn')
+    assert [pids(t.workers) for t in make(tmp_path, app='proj.wsgi:application').trees()] == [[101]]
+    assert make(tmp_path, app='web').trees() == []
+
+
+def test_untitled_other_names_are_not_matched(tmp_path):
+    untitled_tree(FakeProc(tmp_path), name='web2')
+    d = make(tmp_path, app='web')
+    assert d.trees() == []
+    assert d.sightings.untitled == {'web2': [100]}
+
+
+def test_python_m_gunicorn_is_found_through_its_interpreter_comm(tmp_path):
+    fake = FakeProc(tmp_path)
+    argv = ['/usr/bin/python3.12', '-m', 'gunicorn', '-n', 'web', 'app:app']
+    fake.add(100, 1, argv, comm='python3.12', children=(101,))
+    fake.add(101, 100, argv, comm='python3.12')
+    assert [pids(t.workers) for t in make(tmp_path, app='web').trees()] == [[101]]
+
+
+def test_only_gunicorn_and_python_processes_have_their_command_lines_read(tmp_path, monkeypatch):
+    fake = untitled_tree(FakeProc(tmp_path))
+    fake.add(200, 1, raw('web'), comm='nginx')  # whatever its command line says, its comm rules it out
+    fake.add(201, 1, ['/usr/sbin/sshd'])
+    reads = []
+    real = ProcFS.read_cmdline
+    monkeypatch.setattr(ProcFS, 'read_cmdline', lambda self, pid: reads.append(pid) or real(self, pid))
+    make(tmp_path, app='web').trees()
+    assert 200 not in reads and 201 not in reads
+
+
+def test_command_lines_are_not_read_when_a_titled_master_matches(tmp_path, monkeypatch):
+    app_tree(FakeProc(tmp_path), name='web')
+    untitled_tree(FakeProc(tmp_path), master=300, name='other', workers=(301,))
+    reads = []
+    real = ProcFS.read_cmdline
+    monkeypatch.setattr(ProcFS, 'read_cmdline', lambda self, pid: reads.append(pid) or real(self, pid))
+    d = make(tmp_path, app='web')
+    assert len(d.trees()) == 1
+    assert reads == [] and not d.sightings.untitled_examined
+
+
+def test_untitled_steady_state_reads_little(tmp_path, monkeypatch):
+    untitled_tree(FakeProc(tmp_path))
+    d = make(tmp_path, app='web')
+    d.trees()
+    reads = []
+    real = ProcFS.read_cmdline
+    monkeypatch.setattr(ProcFS, 'read_cmdline', lambda self, pid: reads.append(pid) or real(self, pid))
+    for _ in range(3):
+        assert pids(d.trees()[0].workers) == [101, 102]
+    assert d.scans == 1  # the remembered master is verified, not searched for
+    assert reads == []  # and the workers' command lines were read once, on the first run
+
+
+def test_untitled_usr2_upgrade(tmp_path):
+    fake = untitled_tree(FakeProc(tmp_path), workers=(101, 102, 150))
+    # USR2 re-executes sys.executable: the new master's comm is the interpreter's, its command line the same.
+    fake.add(150, 100, raw('web'), comm='python', children=(151, 152))
+    fake.add(151, 150, raw('web'), comm='python')
+    fake.add(152, 150, raw('web'), comm='python')
+    d = make(tmp_path, app='web')
+    (tree,) = d.trees()
+    assert pids(tree.workers) == [101, 102, 151, 152] and pids(tree.upgrade_masters) == [150]
+    # The old master exits: the new one is re-parented and becomes the master.
+    for pid in (100, 101, 102):
+        fake.remove(pid)
+    fake.add(150, 1, raw('web'), comm='python', children=(151, 152))
+    assert [(t.master.pid, pids(t.workers)) for t in d.trees()] == [(150, [151, 152])]
+
+
+def test_untitled_upgrade_master_named_by_the_upgrade_pid_file(tmp_path):
+    fake = FakeProc(tmp_path)
+    (tmp_path / 'stat').write_text('btime 0\n')
+    argv = ['/usr/bin/python3', '-m', 'gunicorn', '-n', 'web', 'app:app']
+    fake.add(100, 1, argv, comm='python3', children=(101, 150))
+    fake.add(101, 100, argv, comm='python3')
+    fake.add(150, 100, argv, comm='python3', children=(151,))  # `python -m gunicorn`: the same comm after exec
+    fake.add(151, 150, argv, comm='python3')
+    pid_file = tmp_path / 'web.pid'
+    pid_file.write_text('100\n')
+    (tmp_path / 'web.pid.2').write_text('150\n')
+    d = Discovery(ProcFS(str(tmp_path)), None, LOG, pid_file=str(pid_file))
+    (tree,) = d.trees()
+    assert pids(tree.upgrade_masters) == [150] and pids(tree.workers) == [101, 151]
+    assert tree.name == 'web' and not tree.titled
+
+
+def test_untitled_upgrade_of_a_master_whose_comm_is_the_interpreter(tmp_path):
+    # `python -m gunicorn` (or a master promoted by an earlier USR2): a re-executed child shows the same comm.
+    fake = FakeProc(tmp_path)
+    argv = ['/usr/bin/python3', '-m', 'gunicorn', '-n', 'web', 'app:app']
+    fake.add(100, 1, argv, comm='python3', children=(101, 102, 150))
+    fake.add(101, 100, argv, comm='python3')
+    fake.add(102, 100, argv, comm='python3')
+    fake.add(150, 100, argv, comm='python3', children=(151, 152))
+    fake.add(151, 150, argv, comm='python3')
+    fake.add(152, 150, argv, comm='python3')
+    (tree,) = make(tmp_path, app='web').trees()
+    assert pids(tree.upgrade_masters) == [150] and pids(tree.workers) == [101, 102, 151, 152]
+
+
+def test_untitled_dirty_arbiter_when_the_command_declares_dirty_apps(tmp_path):
+    fake = untitled_tree(FakeProc(tmp_path), workers=(101, 102, 103), extra=('--dirty-app', 'dirty:Tasks'))
+    fake.set_children(103, (110, 111))
+    fake.add(110, 103, raw('web', '--dirty-app', 'dirty:Tasks'))
+    fake.add(111, 103, raw('web', '--dirty-app', 'dirty:Tasks'))
+    (tree,) = make(tmp_path, app='web').trees()
+    assert pids(tree.workers) == [101, 102]
+    assert pids(tree.dirty_arbiters) == [103] and pids(tree.dirty_workers) == [110, 111]
+
+
+def test_preload_window_then_titles(tmp_path):
+    fake = FakeProc(tmp_path)
+    fake.add(100, 1, raw('web', '--preload'), comm='gunicorn')  # importing the app: raw argv, no workers yet
+    d = make(tmp_path, app='web')
+    (tree,) = d.trees()
+    assert tree.starting and not tree.titles_missing and tree.workers == []
+    # Import done: the title is set, workers are forked with theirs.
+    app_tree(fake, name='web')
+    (tree,) = d.trees()
+    assert tree.titled and pids(tree.workers) == [101, 102]
+    assert d.scans == 1  # the same master, recognised by pid and start time through its change of title
+
+
+def test_an_untitled_master_that_changes_command_is_searched_again(tmp_path):
+    untitled_tree(FakeProc(tmp_path))
+    d = make(tmp_path, app='web')
+    d.trees()
+    FakeProc(tmp_path).add(100, 1, 'gunicorn: worker [web]', children=())  # pid reused by another titled process
+    FakeProc(tmp_path).remove(101)
+    FakeProc(tmp_path).remove(102)
+    assert d.trees() == []
+    assert d.scans == 2
+
+
+def test_sightings_explain_a_miss(tmp_path):
+    fake = FakeProc(tmp_path)
+    app_tree(fake, master=100, name='webb', workers=(101,))
+    untitled_tree(fake, master=200, name='api', workers=(201,))
+    d = make(tmp_path, app='web')
+    assert d.trees() == []
+    assert d.sightings.titled == {'webb': [100]}
+    assert d.sightings.untitled == {'api': [200]}
+    assert d.sightings.processes >= 4
+
+
+# Pid files
+
+
+def test_pid_file_masters_without_a_name(tmp_path):
+    app_tree(FakeProc(tmp_path), name='web')
+    (tmp_path / 'stat').write_text('btime 0\n')
+    (tmp_path / 'web.pid').write_text('100\n')
+    d = Discovery(ProcFS(str(tmp_path)), None, LOG, pid_file=str(tmp_path / 'web.pid'))
+    (tree,) = d.trees()
+    assert (tree.master.pid, tree.app, pids(tree.workers)) == (100, 'web', [101, 102])
+    assert d.scans == 0  # no walk of the process table at all
+
+
+def test_a_stale_pid_file_falls_back_to_the_name(tmp_path):
+    app_tree(FakeProc(tmp_path), name='web')
+    (tmp_path / 'web.pid').write_text('4242\n')
+    d = Discovery(ProcFS(str(tmp_path)), 'web', LOG, pid_file=str(tmp_path / 'web.pid'))
+    (tree,) = d.trees()
+    assert tree.master.pid == 100
+    assert 'pid 4242 is not running' in str(d.pid_file_problem)
+
+
+def test_a_stale_pid_file_without_a_name_finds_nothing(tmp_path):
+    app_tree(FakeProc(tmp_path), name='web')
+    d = Discovery(ProcFS(str(tmp_path)), None, LOG, pid_file=str(tmp_path / 'absent.pid'))
+    assert d.trees() == []
+    assert 'does not exist' in str(d.pid_file_problem)

@@ -31,3 +31,36 @@ def test_churn_is_a_delta_per_master_and_never_negative():
 )
 def test_host_root(procfs_root, expected):
     assert host_root(procfs_root) == expected
+
+
+class ListenersClient:
+    """Answers `show listeners` and counts how often it was asked."""
+
+    def __init__(self):
+        self.asked = 0
+        self.fail = False
+
+    def show_listeners(self):
+        self.asked += 1
+        if self.fail:
+            raise ctl.SocketTimeout('slow', '/run/app.ctl')
+        return (ctl.Listener('http://127.0.0.1:8000', 5, 'tcp'),)
+
+
+def test_listeners_are_asked_again_only_after_a_reload(tmp_path):
+    monitor = ControlSocketMonitor(ProcFS(str(tmp_path)), logging.getLogger('test'))
+    client = ListenersClient()
+    master = ProcFS('/proc').read_stat(1)
+    for reloads in (0, 0, 0):
+        assert monitor._listeners_of(client, master, stats(1, 0, reloads))[0].address == 'http://127.0.0.1:8000'
+    assert client.asked == 1
+    monitor._listeners_of(client, master, stats(1, 0, 1))  # a HUP may have changed the binds
+    assert client.asked == 2
+    client.fail = True
+    assert monitor._listeners_of(client, master, stats(1, 0, 2)) == ()
+    client.fail = False
+    monitor._listeners_of(client, master, stats(1, 0, 2))  # a failed answer is not remembered
+    assert client.asked == 4
+    monitor.forget_except(set())
+    monitor._listeners_of(client, master, stats(1, 0, 2))
+    assert client.asked == 5

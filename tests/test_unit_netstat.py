@@ -449,3 +449,59 @@ def test_real_tables_decode_in_the_host_byte_order():
         rows = {r.inode: r for r in netstat.read_net_tcp('/proc', os.getpid())}
         assert (rows[_inode(v4)].local_ip, rows[_inode(v4)].local_port) == v4.getsockname()
         assert (rows[_inode(v6)].local_ip, rows[_inode(v6)].local_port) == v6.getsockname()[:2]
+
+
+# Accepted inodes and LISTEN-only reads
+
+
+def test_accepted_inodes_are_the_connections_counted_in_flight():
+    stats = netstat.listener_stats(fixture_tcp(), fixture_unix(), addresses=[MANIFEST['tcp_app']['address']])
+    (tcp_app,) = stats
+    assert len(tcp_app.accepted_inodes) == tcp_app.in_flight == 2
+    assert all(inode for inode in tcp_app.accepted_inodes)
+    (unix_app,) = netstat.listener_stats(unix=fixture_unix(), addresses=[MANIFEST['unix_app']['address']])
+    assert len(unix_app.accepted_inodes) == unix_app.in_flight == 1
+
+
+def test_a_row_seen_twice_is_one_connection():
+    # A table read in several passes may repeat a row when sockets move between the passes.
+    rows = fixture_tcp()
+    (once,) = netstat.listener_stats(rows, addresses=[MANIFEST['tcp_app']['address']])
+    (twice,) = netstat.listener_stats(rows + rows[4:], addresses=[MANIFEST['tcp_app']['address']])
+    assert twice.in_flight == once.in_flight
+
+
+@pytest.mark.skipif(sys.byteorder != FIXTURE_BYTEORDER, reason='the fixtures hold little-endian addresses')
+def test_listening_rows_only(fake_root):
+    want = [r for r in fixture_tcp() if r.state == netstat.TCP_LISTEN]
+    assert netstat.read_net_tcp_listening(str(fake_root), 4242) == want
+    assert {r.family for r in netstat.read_net_tcp_listening(str(fake_root), 4242, families={AF_INET6})} == {AF_INET6}
+    (fake_root / '4242' / 'net' / 'tcp6').unlink()  # IPv6 disabled
+    assert netstat.read_net_tcp_listening(str(fake_root), 4242) == [r for r in want if r.family == AF_INET]
+    with pytest.raises(netstat.NetProcessGone):
+        netstat.read_net_tcp_listening(str(fake_root), 4343)
+
+
+def test_listening_rows_stop_before_the_established_table(fake_root):
+    # Anything after the first non-LISTEN row is never parsed (the kernel never produces it either).
+    tcp = fake_root / '4242' / 'net' / 'tcp'
+    lines = tcp.read_bytes().split(b'\n')
+    first_other = next(i for i, line in enumerate(lines[1:], 1) if line.split()[3] != b'0A')
+    tcp.write_bytes(b'\n'.join([*lines[: first_other + 1], b'garbage that would not parse', b'']))
+    rows = netstat.read_net_tcp_listening(str(fake_root), 4242, families={AF_INET})
+    assert len(rows) == first_other - 1 and all(r.state == netstat.TCP_LISTEN for r in rows)
+
+
+def test_listening_rows_of_this_process_with_connections_open():
+    with socket.socket() as server:
+        server.bind(('127.0.0.1', 0))
+        server.listen(5)
+        clients = [socket.create_connection(server.getsockname(), timeout=5) for _ in range(3)]
+        try:
+            rows = netstat.read_net_tcp_listening('/proc', os.getpid(), families={AF_INET})
+            assert all(r.state == netstat.TCP_LISTEN for r in rows)
+            (ours,) = [r for r in rows if r.inode == _inode(server)]
+            assert (ours.local_port, ours.rx_queue) == (server.getsockname()[1], 3)
+        finally:
+            for client in clients:
+                client.close()

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -13,11 +14,17 @@ from datadog_checks.gunicorn.procfs import (
     ProcessGone,
     ProcFS,
     ProcUnsupported,
+    holds_event_poll,
     is_procfs,
+    parse_boot_time,
     parse_cmdline,
+    parse_environ,
+    parse_mount_options,
     parse_schedstat,
     parse_stat,
+    parse_status_uid,
     parse_title,
+    socket_inodes,
 )
 
 from .fakeproc import FakeProc
@@ -237,3 +244,76 @@ def test_is_procfs_reads_the_mount_table(tmp_path):
     assert not is_procfs('/host root', str(mountinfo))
     assert not is_procfs('/procfs', str(mountinfo))
     assert not is_procfs('/proc', str(tmp_path / 'missing'))
+
+
+def test_thread_schedstats_sum_every_thread(tmp_path):
+    fake = FakeProc(tmp_path).add(10, 1, 'gunicorn: worker [a]', cpu_ns=5, threads=3)
+    fake.set_thread_cpu(10, 1001, 7_000_000)
+    procfs = ProcFS(str(tmp_path))
+    assert procfs.read_schedstat(10).on_cpu_ns == 5  # the main thread only
+    assert procfs.read_thread_schedstats(10).on_cpu_ns == 7_000_005
+    shutil.rmtree(tmp_path / '10' / 'task' / '1001')  # a pool thread exiting during the listing
+    assert procfs.read_thread_schedstats(10).on_cpu_ns == 5
+    with pytest.raises(ProcessGone):
+        procfs.read_thread_schedstats(11)
+
+
+def test_fd_links(tmp_path):
+    fake = FakeProc(tmp_path).add(10, 1, 'gunicorn: worker [a]')
+    fake.set_fds(10, '/dev/null', 'socket:[123]', 'anon_inode:[eventpoll]', 'socket:[456]', 'pipe:[9]')
+    links = ProcFS(str(tmp_path)).read_fd_links(10)
+    assert socket_inodes(links) == {123, 456}
+    assert holds_event_poll(links)
+    assert not holds_event_poll(['socket:[1]', 'pipe:[2]'])
+    with pytest.raises(ProcessGone):
+        ProcFS(str(tmp_path)).read_fd_links(11)
+
+
+def test_fd_links_of_this_process():
+    with socket.socket() as sock:
+        links = ProcFS().read_fd_links(os.getpid())
+        assert os.fstat(sock.fileno()).st_ino in socket_inodes(links)
+
+
+def test_uid_is_the_effective_one():
+    status = b'Name:\tgunicorn\nUid:\t1000\t33\t33\t33\nGid:\t1000\t33\t33\t33\n'
+    assert parse_status_uid(status) == 33
+    with pytest.raises(ValueError):
+        parse_status_uid(b'Name:\tx\n')
+
+
+def test_real_status_and_cgroup_of_this_process():
+    import os
+
+    procfs = ProcFS('/proc')
+    assert procfs.read_uid(os.getpid()) == os.geteuid()
+    assert procfs.read_cgroup(os.getpid()).count(b':') >= 2
+
+
+def test_boot_time_from_proc_stat(tmp_path):
+    (tmp_path / 'stat').write_bytes(b'cpu  1 2 3\nintr 1 2 3\nbtime 1700000000\nprocesses 99\n')
+    assert ProcFS(str(tmp_path)).read_boot_time() == 1700000000
+    assert parse_boot_time(b'cpu 1\nbtime 12\n') == 12
+    (tmp_path / 'stat').write_bytes(b'cpu 1\n')
+    with pytest.raises(ProcUnsupported):
+        ProcFS(str(tmp_path)).read_boot_time()
+    assert ProcFS('/proc').read_boot_time() > 1_000_000_000
+
+
+def test_environ_keeps_only_the_variables_asked_for(tmp_path):
+    FakeProc(tmp_path).add(10, 1, 'x')
+    (tmp_path / '10' / 'environ').write_bytes(b'HOME=/srv\0SECRET_KEY=hunter2\0XDG_RUNTIME_DIR=/run/user/33\0EMPTY\0')
+    env = ProcFS(str(tmp_path)).read_environ(10, frozenset({'HOME', 'XDG_RUNTIME_DIR'}))
+    assert env == {'HOME': '/srv', 'XDG_RUNTIME_DIR': '/run/user/33'}
+    assert parse_environ(b'A=1\0B=2', frozenset({'B'})) == {'B': '2'}
+
+
+def test_mount_options_of_the_proc_root():
+    mountinfo = (
+        b'22 27 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw,hidepid=invisible,gid=4\n'
+        b'90 80 0:21 / /host/proc rw,relatime - proc proc rw\n'
+    )
+    assert 'hidepid=invisible' in parse_mount_options(mountinfo, '/proc')
+    assert 'hidepid=invisible' not in parse_mount_options(mountinfo, '/host/proc')
+    assert parse_mount_options(mountinfo, '/nowhere') is None
+    assert 'rw' in ProcFS('/proc').mount_options()

@@ -343,3 +343,109 @@ def test_same_network_namespace(tmp_path):
     assert sock_diag.same_network_namespace(os.getpid(), root='/proc/') is True
     # Unknown, not False: a process that is gone or unreadable gives no answer.
     assert sock_diag.same_network_namespace(os.getpid(), root=str(tmp_path)) is None
+
+
+# Sockets on given ports, filtered in the kernel
+
+
+def _ops(program: bytes) -> list[tuple[int, int, int]]:
+    return [struct.unpack_from('=BBH', program, offset) for offset in range(0, len(program), 4)]
+
+
+def test_the_port_filter_of_one_port():
+    assert _ops(sock_diag.local_port_filter([8000])) == [
+        (sock_diag.INET_DIAG_BC_S_GE, 8, 20),  # a mismatch jumps past the end: reject
+        (0, 0, 8000),
+        (sock_diag.INET_DIAG_BC_S_LE, 8, 12),
+        (0, 0, 8000),
+    ]  # a match of both ends exactly at the end: accept
+
+
+def test_the_port_filter_of_several_ports_is_an_or():
+    assert _ops(sock_diag.local_port_filter([9000, 8000, 8000])) == [
+        (sock_diag.INET_DIAG_BC_S_GE, 8, 20),  # a mismatch jumps to the next port's test
+        (0, 0, 8000),
+        (sock_diag.INET_DIAG_BC_S_LE, 8, 12),
+        (0, 0, 8000),
+        (sock_diag.INET_DIAG_BC_JMP, 4, 20),  # a match jumps to the end
+        (sock_diag.INET_DIAG_BC_S_GE, 8, 20),
+        (0, 0, 9000),
+        (sock_diag.INET_DIAG_BC_S_LE, 8, 12),
+        (0, 0, 9000),
+    ]
+
+
+@pytest.mark.parametrize('ports', [[], [0], [65536], list(range(1, sock_diag.MAX_FILTER_PORTS + 2))])
+def test_the_port_filter_refuses_what_it_cannot_encode(ports):
+    with pytest.raises(ValueError):
+        sock_diag.local_port_filter(ports)
+
+
+def test_inet_socket_records():
+    src, dst = socket.inet_pton(socket.AF_INET, '127.0.0.1'), socket.inet_pton(socket.AF_INET, '127.0.0.2')
+    record = struct.pack('=BBBB', socket.AF_INET, 8, 0, 0) + struct.pack('>HH', 8000, 40000)
+    record += src + bytes(12) + dst + bytes(12) + struct.pack('=IIIIIIII', 0, 0, 0, 0, 7, 0, 1000, 4242)
+    assert sock_diag.parse_inet_socket(record) == sock_diag.TcpSocket(
+        4242, socket.AF_INET, sock_diag.TCP_CLOSE_WAIT, '127.0.0.1', 8000, '127.0.0.2', 40000, 7, 0, 1000
+    )
+
+
+@pytest.mark.parametrize('ip', ['127.0.0.1', '::1'])
+def test_only_sockets_on_the_ports_asked_for(ip):
+    family = socket.AF_INET6 if ':' in ip else socket.AF_INET
+    server, clients = _tcp_server(ip, 8, 3)
+    other, other_clients = _tcp_server(ip, 8, 1)
+    accepted, _ = server.accept()
+    try:
+        port = server.getsockname()[1]
+        found = sock_diag.tcp_sockets(family, [port])
+        assert {s.local_port for s in found} == {port}
+        listen = [s for s in found if s.state == sock_diag.TCP_LISTEN]
+        assert [(s.inode, s.rqueue, s.wqueue) for s in listen] == [(_inode(server), 2, 8)]
+        connections = sorted((s.inode != 0, s.state) for s in found if s.state != sock_diag.TCP_LISTEN)
+        # The accepted connection has a file; the two still queued have none.
+        assert connections == [(False, sock_diag.TCP_ESTABLISHED)] * 2 + [(True, sock_diag.TCP_ESTABLISHED)]
+        (mine,) = [s for s in found if s.inode == _inode(accepted)]
+        assert mine.remote_port == accepted.getpeername()[1]
+        # Several ports in one dump; a port nobody uses gives nothing; the other family is a separate dump.
+        both = sock_diag.tcp_sockets(family, [port, other.getsockname()[1], 1])
+        assert {s.local_port for s in both} == {port, other.getsockname()[1]}
+        assert sock_diag.tcp_sockets(family, [1]) == []
+        other_family = socket.AF_INET if family == socket.AF_INET6 else socket.AF_INET6
+        assert sock_diag.tcp_sockets(other_family, [port]) == []
+        # Only the states asked for.
+        assert {s.state for s in sock_diag.tcp_sockets(family, [port], states=[sock_diag.TCP_LISTEN])} == {10}
+    finally:
+        _close(server, other, accepted, *clients, *other_clients)
+
+
+def test_a_client_closing_leaves_the_accepted_connection_in_close_wait():
+    server, clients = _tcp_server('127.0.0.1', 8, 1)
+    accepted, _ = server.accept()
+    try:
+        clients[0].close()
+        port = server.getsockname()[1]
+        mine = wait_for_state(port, _inode(accepted), sock_diag.TCP_CLOSE_WAIT)
+        assert mine.inode == _inode(accepted)
+    finally:
+        _close(server, accepted)
+
+
+def wait_for_state(port: int, inode: int, state: int, timeout: float = 5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for sock in sock_diag.tcp_sockets(socket.AF_INET, [port]):
+            if sock.inode == inode and sock.state == state:
+                return sock
+        time.sleep(0.01)
+    raise AssertionError(f'socket {inode} never reached state {state}')
+
+
+def test_same_network_namespace_without_access_to_ns_net(tmp_path):
+    # An unprivileged Agent cannot stat another user's /proc/PID/ns/net; the inode of its net/tcp tells as well.
+    (tmp_path / '77' / 'net').mkdir(parents=True)
+    (tmp_path / '77' / 'net' / 'tcp').symlink_to('/proc/self/net/tcp')
+    assert sock_diag.same_network_namespace(77, root=str(tmp_path)) is True
+    (tmp_path / '78' / 'net').mkdir(parents=True)
+    (tmp_path / '78' / 'net' / 'tcp').write_text('another namespace\n')
+    assert sock_diag.same_network_namespace(78, root=str(tmp_path)) is False

@@ -1,9 +1,10 @@
 """CPU time of Gunicorn processes: which workers are working across one shared sample window.
 
 The nanosecond on-CPU time of /proc/PID/schedstat tells a brief heartbeat wakeup from real work, and its run-queue
-wait says how long a process waited for a CPU. Where the kernel does not provide it (no CONFIG_SCHED_INFO) the
-clock-tick CPU time of /proc/PID/stat is used instead, whose 10 ms resolution makes any tick a sign of work and
-which has no run-queue wait.
+wait says how long a process waited for a CPU. That file counts the main thread only, so a process known to run
+several threads (a gthread worker's pool, the master's control-socket thread) is summed over /proc/PID/task/*/.
+Where the kernel does not provide schedstat (no CONFIG_SCHED_INFO) the clock-tick CPU time of /proc/PID/stat is used
+instead, whose 10 ms resolution makes any tick a sign of work and which has no run-queue wait.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .classify import WORKING_MIN_CPU_NS, WorkerCounts, count_working
 from .procfs import ProcError, ProcessGone, ProcFS
 
 NS_PER_TICK = 1_000_000_000 // os.sysconf('SC_CLK_TCK')
+K = TypeVar('K', bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -34,38 +37,56 @@ class CpuSampler:
     clock: Callable[[], float] = time.monotonic
     use_schedstat: bool = field(default=True)
 
-    def count(self, pids: Iterable[int], window_seconds: float) -> tuple[WorkerCounts, dict[int, CpuTime]]:
-        """Sample every worker, wait one window, sample again; return the split and the samples at the end."""
-        pids = list(pids)
-        if not pids:
-            return WorkerCounts(0, 0), {}
+    def count(
+        self, pids: Iterable[int], window_seconds: float, threads: Mapping[int, int] | None = None
+    ) -> tuple[WorkerCounts, dict[int, CpuTime]]:
+        """Sample every worker, wait one window, sample again; return the split and the samples at the end.
+
+        `threads` gives the thread count of each pid (from /proc/PID/stat): those with more than one are summed over
+        their threads, or the work of gthread's pool threads would never show.
+        """
+        counts, after = self.count_groups({None: pids}, window_seconds, threads)
+        return counts[None], after
+
+    def count_groups(
+        self, groups: Mapping[K, Iterable[int]], window_seconds: float, threads: Mapping[int, int] | None = None
+    ) -> tuple[dict[K, WorkerCounts], dict[int, CpuTime]]:
+        """`count` for several groups of workers (one per container, say) in one shared window."""
+        groups = {key: list(pids) for key, pids in groups.items()}
+        everyone = [pid for pids in groups.values() for pid in pids]
+        if not everyone:
+            return {key: WorkerCounts(0, 0) for key in groups}, {}
         start = self.clock()
-        before = self.sample(pids)
+        before = self.sample(everyone, threads)
         # A worker is watched from its read in the first pass to its read in the second, and both passes take about
         # as long: sleeping only what the first pass left of the window watches each worker for `window_seconds`,
         # not that plus a pass, and ends the run a pass sooner (about a millisecond for 256 workers).
         self.sleep(max(0.0, window_seconds - (self.clock() - start)))
-        after = self.sample(before)
+        after = self.sample(before, threads)
         threshold = WORKING_MIN_CPU_NS if self.use_schedstat else NS_PER_TICK
-        counts = count_working(
-            {p: c.on_cpu_ns for p, c in before.items()}, {p: c.on_cpu_ns for p, c in after.items()}, threshold
-        )
+
+        def on_cpu(samples: dict[int, CpuTime], pids: list[int]) -> dict[int, int]:
+            return {pid: samples[pid].on_cpu_ns for pid in pids if pid in samples}
+
+        counts = {
+            key: count_working(on_cpu(before, pids), on_cpu(after, pids), threshold) for key, pids in groups.items()
+        }
         return counts, after
 
-    def sample(self, pids: Iterable[int]) -> dict[int, CpuTime]:
-        """CPU time of each pid still alive and readable."""
+    def sample(self, pids: Iterable[int], threads: Mapping[int, int] | None = None) -> dict[int, CpuTime]:
+        """CPU time of each pid still alive and readable, summed over threads where `threads` says there are several."""
         samples = {}
         for pid in pids:
             try:
-                samples[pid] = self._cpu(pid)
+                samples[pid] = self._cpu(pid, threads is not None and threads.get(pid, 1) > 1)
             except ProcError as exc:
                 self.log.debug('Cannot read the CPU time of %s: %s', pid, exc)
         return samples
 
-    def _cpu(self, pid: int) -> CpuTime:
+    def _cpu(self, pid: int, threaded: bool = False) -> CpuTime:
         if self.use_schedstat:
             try:
-                sched = self.procfs.read_schedstat(pid)
+                sched = self.procfs.read_thread_schedstats(pid) if threaded else self.procfs.read_schedstat(pid)
                 return CpuTime(sched.on_cpu_ns, sched.run_delay_ns)
             except ProcessGone:
                 if not os.path.exists(self.procfs.path(pid)):

@@ -6,11 +6,14 @@ from datadog_checks.base import AgentCheck
 
 from .activity import CpuSampler
 from .config_models import ConfigMixin
+from .containers import ContainerTags, group_by_tags
 from .control_socket import ControlSocketError
+from .diagnose import explain_missing, hidepid_option, no_workers_message, titles_missing_message
 from .discovery import AppTree, Discovery
 from .health import ControlSocketMonitor, Health
 from .procfs import DEFAULT_ROOT, ProcessKey, ProcFS, held_files_limit
 from .resources import ResourceTracker, Usage
+from .saturation import SaturationCollector, SaturationReport, control_socket_hints
 from .version import VersionError, read_version
 
 try:
@@ -31,18 +34,24 @@ class GunicornCheck(AgentCheck, ConfigMixin):
     def __init__(self, name, init_config, instances):
         super().__init__(name, init_config, instances)
         self._version_for: ProcessKey | None = None
+        self._untitled_reported = False
+        self._last_app: str | None = None  # with only a pid file, the name the master was last seen with
         self.check_initializations.append(self._configure)
 
     def _configure(self) -> None:
         self._app = self.config.proc_name
-        self._tags = [*(self.config.tags or ()), 'app:%s' % self._app]
+        self._pid_file = self.config.pid_file
+        self._instance_tags = list(self.config.tags or ())
         # An instance setting wins over init_config; the model fills in a default, so look at what was written.
         self._gunicorn_cmd = self.instance.get('gunicorn') or self.shared_config.gunicorn or 'gunicorn'
         # The masters' and workers' stat and schedstat files stay open between runs (see ProcFS).
         self._procfs = procfs = ProcFS(procfs_root(), max_held=held_files_limit())
-        self._discovery = Discovery(procfs, self._app, self.log)
+        self._discovery = Discovery(procfs, self._app, self.log, pid_file=self._pid_file)
+        self._containers = ContainerTags(procfs, self.log)
         self._sampler = CpuSampler(procfs, self.log)
-        self._resources = ResourceTracker(procfs, self.log)
+        # Usage history (CPU deltas, worker churn) is kept per tag set: each container's masters have their own.
+        self._resources: dict[tuple[str, ...], ResourceTracker] = {}
+        self._saturation: dict[tuple[str, ...], SaturationCollector] = {}  # listeners and fd evidence, per tag set
         self._control = ControlSocketMonitor(
             procfs, self.log, self.config.control_socket, self.config.control_socket_timeout
         )
@@ -55,29 +64,69 @@ class GunicornCheck(AgentCheck, ConfigMixin):
     def check(self, _):
         self._procfs.release_unused()  # the files of processes the last run no longer looked at
         trees = self._discovery.trees()
-        if not trees:
+        self._last_app = self._app or next((t.app for t in trees if t.app), self._last_app)
+        groups = group_by_tags(trees, self._instance_tags, self._app, self._containers)
+        self._report_discovery(trees)
+        if not groups:
             self._report_missing_master()
             return
         # Before the sample window: no control connection may stay open while the check sleeps.
-        health = self._read_health(trees)
-        workers = [w.pid for t in trees for w in t.workers]
-        counts, worker_cpu = self._sampler.count(workers, self.config.cpu_sample_interval)
-        self.log.debug('%s: %d working and %d idle workers', self._app, counts.working, counts.idle)
-        if counts.total:
-            self.service_check(self.SERVICE_CHECK, AgentCheck.OK, tags=self._tags)
-        else:
-            masters = ', '.join(str(t.master.pid) for t in trees)
-            self.service_check(
-                self.SERVICE_CHECK,
-                AgentCheck.CRITICAL,
-                tags=self._tags,
-                message='0 working and 0 idle workers for %s: master %s has no workers' % (self._app, masters),
+        health = self._read_health([t for group in groups.values() for t in group])
+        workers = {tags: [w.pid for t in group for w in t.workers] for tags, group in groups.items()}
+        # A worker running several threads is sampled over all of them (gthread computes in its pool threads).
+        threads = {w.pid: w.num_threads for group in groups.values() for t in group for w in t.workers}
+        windows, worker_cpu = self._sampler.count_groups(workers, self.config.cpu_sample_interval, threads)
+        for tags, group in groups.items():
+            tag_list = list(tags)
+            masters = {t.master.key for t in group}
+            group_health = [(key, h) for key, h in health if key in masters]
+            if tags not in self._saturation:
+                self._saturation[tags] = SaturationCollector(self._procfs, self.log, self.config.bind or ())
+            saturation = self._saturation[tags].collect(group, windows[tags], *control_socket_hints(group_health))
+            counts = saturation.workers
+            self.log.debug(
+                '%s: %d working and %d idle %s workers (CPU window: %d working; in flight: %s)',
+                tags,
+                counts.working,
+                counts.idle,
+                saturation.model.value,
+                windows[tags].working,
+                saturation.in_flight,
             )
-        self.gauge('workers', counts.working, tags=[*self._tags, 'state:working'])
-        self.gauge('workers', counts.idle, tags=[*self._tags, 'state:idle'])
-        self._submit_usage(self._resources.measure(trees, worker_cpu, self._sampler))
-        self._submit_health(health)
+            if counts.total:
+                self.service_check(self.SERVICE_CHECK, AgentCheck.OK, tags=tag_list)
+            else:
+                message = no_workers_message(self._app or group[0].app, group)
+                self.service_check(self.SERVICE_CHECK, AgentCheck.CRITICAL, tags=tag_list, message=message)
+            self.gauge('workers', counts.working, tags=[*tag_list, 'state:working'])
+            self.gauge('workers', counts.idle, tags=[*tag_list, 'state:idle'])
+            self._submit_saturation(tag_list, saturation)
+            tracker = self._resources.setdefault(tags, ResourceTracker(self._procfs, self.log))
+            cpu = {pid: worker_cpu[pid] for pid in workers[tags] if pid in worker_cpu}
+            self._submit_usage(tag_list, tracker.measure(group, cpu, self._sampler))
+            self._submit_health(tag_list, group_health)
+        self._resources = {tags: tracker for tags, tracker in self._resources.items() if tags in groups}
+        self._saturation = {tags: collector for tags, collector in self._saturation.items() if tags in groups}
         self._collect_version(trees)
+
+    def _submit_saturation(self, tags: list[str], saturation: SaturationReport) -> None:
+        for problem in saturation.problems:
+            self.warning(problem)
+        for listener in saturation.listeners:
+            listener_tags = [*tags, 'listener:%s' % listener.address]
+            self.gauge('listen.queued', listener.queued, tags=listener_tags)
+            self._gauge_if_known('listen.backlog_max', listener.max_backlog, listener_tags)
+            self.gauge('connections.in_flight', listener.in_flight, tags=listener_tags)
+
+    def _report_discovery(self, trees: list[AppTree]) -> None:
+        problem = self._discovery.pid_file_problem
+        if problem is not None and trees:
+            self.warning('%s; the master was found by proc_name %s instead', problem, self._app)
+        untitled = [t for t in trees if t.titles_missing]
+        if untitled and not self._untitled_reported:
+            self.warning(titles_missing_message(self._app or untitled[0].app, untitled))
+        # Once per instance; again only if titles came back and went away.
+        self._untitled_reported = bool(untitled) or (self._untitled_reported and not trees)
 
     def _read_health(self, trees: list[AppTree]) -> list[tuple[ProcessKey, Health]]:
         found = []
@@ -92,11 +141,11 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         self._control.forget_except({t.master.key for t in trees})
         return found
 
-    def _submit_health(self, found: list[tuple[ProcessKey, Health]]) -> None:
+    def _submit_health(self, group_tags: list[str], found: list[tuple[ProcessKey, Health]]) -> None:
         if not found:
             return
         worker_class = next((h.config.worker_class for _, h in found if h.config.worker_class), None)
-        tags = [*self._tags, 'worker_class:%s' % worker_class] if worker_class else self._tags
+        tags = [*group_tags, 'worker_class:%s' % worker_class] if worker_class else group_tags
         targets = [h.stats.workers_target for _, h in found if h.stats.workers_target is not None]
         if targets:
             self.gauge('workers.target', sum(targets), tags=tags)
@@ -124,8 +173,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
                 self.gauge('dirty_worker.heartbeat_age.max', max(dirty_ages), tags=tags)
                 self.gauge('dirty_worker.heartbeat_age.avg', sum(dirty_ages) / len(dirty_ages), tags=tags)
 
-    def _submit_usage(self, usage: Usage) -> None:
-        tags = self._tags
+    def _submit_usage(self, tags: list[str], usage: Usage) -> None:
         self.gauge('masters', usage.masters, tags=tags)
         self._gauge_if_known('master.uptime', usage.master_uptime_seconds, tags)
         self._gauge_if_known('worker.age.min', usage.worker_age_min_seconds, tags)
@@ -149,14 +197,15 @@ class GunicornCheck(AgentCheck, ConfigMixin):
             self.gauge(name, value, tags=tags)
 
     def _report_missing_master(self) -> None:
-        message = (
-            'No gunicorn process with name %s found, skipping worker metrics: no process is titled '
-            '`gunicorn: master [%s]`. Is the application running, and is `setproctitle` installed in its '
-            'Python environment (pip install setproctitle, then restart Gunicorn)?' % (self._app, self._app)
+        message = explain_missing(
+            self._app,
+            self._discovery.sightings if self._app else None,
+            self._pid_file,
+            self._discovery.pid_file_problem,
+            hidepid_option(self._procfs),
         )
-        if self._discovery.denied:
-            message += ' %d processes could not be read by the Agent user.' % self._discovery.denied
-        self.service_check(self.SERVICE_CHECK, AgentCheck.CRITICAL, tags=self._tags, message=message)
+        tags = [*self._instance_tags, *(['app:%s' % self._last_app] if self._last_app else [])]
+        self.service_check(self.SERVICE_CHECK, AgentCheck.CRITICAL, tags=tags, message=message)
         self.warning(message)
 
     @AgentCheck.metadata_entrypoint

@@ -26,6 +26,7 @@ class Health:
     config: ctl.Config
     web_heartbeat_ages: tuple[float, ...]
     dirty_heartbeat_ages: tuple[float, ...] | None  # None when the app has no dirty workers or they were not read
+    listeners: tuple[ctl.Listener, ...] = ()  # `show listeners`; empty when it was not answered
 
     @property
     def dirty_configured(self) -> bool:
@@ -54,6 +55,8 @@ class ControlSocketMonitor:
     _counters: dict[ProcessKey, Churn] = field(default_factory=dict)
     _configs: dict[ProcessKey, tuple[int, ctl.Config]] = field(default_factory=dict)  # by the reloads they came with
     _absent_logged: set[ProcessKey] = field(default_factory=set)
+    # `show listeners` per master with the reload count it was asked at: binds change only on a reload (HUP).
+    _listeners: dict[ProcessKey, tuple[int | None, tuple[ctl.Listener, ...]]] = field(default_factory=dict)
 
     def read(self, master: Stat) -> Health | None:
         """The master's health, or None when it has no reachable socket and none was configured.
@@ -90,7 +93,22 @@ class ControlSocketMonitor:
             if stats.dirty_arbiter_pid is not None:
                 everything = self._optional(client.show_all, master)
                 dirty = _heartbeat_ages(everything.dirty_workers) if everything is not None else None
-        return Health(client.path, stats, config, _heartbeat_ages(web), dirty)
+            listeners = self._listeners_of(client, master, stats)
+        return Health(client.path, stats, config, _heartbeat_ages(web), dirty, listeners)
+
+    def _listeners_of(
+        self, client: ctl.ControlSocketClient, master: Stat, stats: ctl.Stats
+    ) -> tuple[ctl.Listener, ...]:
+        """`show listeners`, asked again only after a reload: one round trip less on every other run."""
+        known = self._listeners.get(master.key)
+        if known is not None and stats.reloads is not None and known[0] == stats.reloads:
+            return known[1]
+        listeners = self._optional(client.show_listeners, master)
+        if listeners is None:
+            self._listeners.pop(master.key, None)
+            return ()
+        self._listeners[master.key] = (stats.reloads, listeners)
+        return listeners
 
     def churn(self, master: ProcessKey, stats: ctl.Stats) -> Churn | None:
         """Counter increases since the previous run of the same master; None the first time it is seen."""
@@ -127,7 +145,7 @@ class ControlSocketMonitor:
         return config
 
     def forget_except(self, masters: set[ProcessKey]) -> None:
-        for table in (self._paths, self._counters, self._configs):
+        for table in (self._paths, self._counters, self._configs, self._listeners):
             for key in [k for k in table if k not in masters]:
                 del table[key]
 

@@ -21,7 +21,7 @@ import re
 import socket
 import sys
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_ROOT = '/proc'
 # One read() of a seq_file returns as many whole lines as fit in the buffer: a large buffer keeps a table with a few
@@ -141,6 +141,9 @@ class ListenerStats:
     queued: int  # connections the kernel completed that wait for accept(), summed over listen_inodes
     in_flight: int  # accepted connections still open in the application (sync workers: requests being served)
     max_backlog: int | None  # accept-queue capacity summed over listen_inodes; None when not known for all of them
+    # The inodes of those accepted connections: joined to a worker's fds, they tell which worker holds one. Left out
+    # of comparisons: two reads of the same state agree on the counts, and inodes are a detail of each connection.
+    accepted_inodes: frozenset[int] = field(default=frozenset(), compare=False, repr=False)
 
 
 # Parsing
@@ -316,7 +319,7 @@ def _tcp_stats(
             listeners.setdefault(key, []).append(row)
     if not listeners:
         return []
-    in_flight = dict.fromkeys(listeners, 0)
+    accepted: dict[tuple[int, str, int], set[int]] = {key: set() for key in listeners}
     wildcard = {(k[0], k[2]): k for k in listeners if k[0]}
     ports = {k[2] for k in listeners}
     for row in rows:
@@ -324,13 +327,14 @@ def _tcp_stats(
         # (ESTABLISHED, or CLOSE_WAIT once the client hung up while the worker still holds it).
         if row.inode == 0 or row.state == TCP_LISTEN or row.local_port not in ports:
             continue
+        # A set, not a count: a table read in several passes can show a row twice when sockets move meanwhile.
         exact = (0, _unmapped(row.local_ip), row.local_port)
-        if exact in in_flight:
-            in_flight[exact] += 1
+        if exact in accepted:
+            accepted[exact].add(row.inode)
         elif (row.family, row.local_port) in wildcard:
             # A wildcard listener accepts for every local address of its family; a dual-stack '::' listener's IPv4
             # clients appear in tcp6 with v4-mapped addresses, so the table the row came from decides.
-            in_flight[wildcard[(row.family, row.local_port)]] += 1
+            accepted[wildcard[(row.family, row.local_port)]].add(row.inode)
     stats = []
     for key, found in listeners.items():
         family = found[0].family
@@ -342,8 +346,9 @@ def _tcp_stats(
                 kind='tcp6' if family == socket.AF_INET6 else 'tcp',
                 listen_inodes=listen_inodes,
                 queued=sum(r.rx_queue for r in found),
-                in_flight=in_flight[key],
+                in_flight=len(accepted[key]),
                 max_backlog=_max_backlog(listen_inodes, max_backlogs),
+                accepted_inodes=frozenset(accepted[key]),
             )
         )
     return stats
@@ -364,7 +369,7 @@ def _unix_stats(
     if not listeners:
         return []
     queued = dict.fromkeys(listeners, 0)
-    in_flight = dict.fromkeys(listeners, 0)
+    accepted: dict[str, set[int]] = {path: set() for path in listeners}
     for row in rows:
         if row.listening or row.path not in listeners:
             continue
@@ -374,15 +379,16 @@ def _unix_stats(
         if row.state == SS_CONNECTING and row.inode == 0:
             queued[row.path] += 1
         elif row.state == SS_CONNECTED and row.inode != 0:
-            in_flight[row.path] += 1
+            accepted[row.path].add(row.inode)
     return [
         ListenerStats(
             address=f'unix:{path}',
             kind='unix',
             listen_inodes=tuple(sorted(found)),
             queued=queued[path],
-            in_flight=in_flight[path],
+            in_flight=len(accepted[path]),
             max_backlog=_max_backlog(found, max_backlogs),
+            accepted_inodes=frozenset(accepted[path]),
         )
         for path, found in listeners.items()
     ]
@@ -544,6 +550,67 @@ def read_listener_stats(
     if inode_set or any(a.family == socket.AF_UNIX for a in parsed):
         unix = read_net_unix(root, pid, max_bytes=max_bytes)
     return listener_stats(tcp, unix, inodes=inode_set, addresses=parsed, max_backlogs=max_backlogs)
+
+
+def _read_listening_prefix(path: str, pid: int, max_bytes: int) -> bytes:
+    """The header and the LISTEN rows at the start of a tcp table, read a kernel page at a time up to another row."""
+    kept: list[bytes] = []
+    size = 0
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            # Each read returns whole rows (seq_file never splits a record), the header first.
+            while chunk := os.read(fd, READ_CHUNK_BYTES):
+                for line in chunk.split(b'\n'):
+                    fields = line.split()
+                    if len(fields) > 3 and fields[0] != b'sl' and fields[3] != b'0A':
+                        return b'\n'.join(kept)
+                    kept.append(line)
+                size += len(chunk)
+                if size > max_bytes:
+                    raise NetTableError(pid, path, f'more than {max_bytes} bytes of LISTEN rows')
+        finally:
+            os.close(fd)
+    except (FileNotFoundError, ProcessLookupError) as exc:
+        raise NetProcessGone(pid, path, 'process gone') from exc
+    except PermissionError as exc:
+        raise NetAccessDenied(pid, path, 'permission denied') from exc
+    except OSError as exc:
+        if exc.errno == errno.ESRCH:
+            raise NetProcessGone(pid, path, 'process gone') from exc
+        raise NetAccessDenied(pid, path, os.strerror(exc.errno or 0)) from exc
+    return b'\n'.join(kept)
+
+
+def read_net_tcp_listening(
+    root: str,
+    pid: int,
+    *,
+    families: Collection[int] = (socket.AF_INET, socket.AF_INET6),
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> list[TcpRow]:
+    """Only the LISTEN rows of `<root>/<pid>/net/tcp{,6}`, without paying for the established table.
+
+    tcp_seq_start walks the listening hash before the established one (net/ipv4/tcp_ipv4.c), so LISTEN rows come
+    first; closing the file at the first other row spares the walk of the established hash, which is most of the
+    cost of a whole read (measured: 0.19 ms instead of 6 ms with 600 unrelated connections on the host).
+    """
+    rows: list[TcpRow] = []
+    for name, family in (('tcp', socket.AF_INET), ('tcp6', socket.AF_INET6)):
+        if family not in families:
+            continue
+        path = _proc_path(root, pid, 'net', name)
+        try:
+            data = _read_listening_prefix(path, pid, max_bytes)
+        except NetProcessGone:
+            if name == 'tcp6' and os.path.isdir(_proc_path(root, pid)):
+                continue  # IPv6 disabled
+            raise
+        try:
+            rows += parse_net_tcp(data)
+        except NetParseError as exc:
+            raise NetTableError(pid, path, str(exc)) from exc
+    return rows
 
 
 def read_net_unix(root: str, pid: int, *, max_bytes: int = DEFAULT_MAX_BYTES) -> list[UnixRow]:

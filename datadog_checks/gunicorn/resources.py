@@ -72,8 +72,8 @@ class ResourceTracker:
         """Usage of every process in `trees`; `worker_cpu` are the workers' samples the run already took."""
         now = self.clock()
         by_role = processes_by_role(trees)
-        others = [s.pid for role, stats in by_role.items() if role != 'worker' for s in stats]
-        cpu_by_pid = {**sampler.sample(others), **worker_cpu}
+        others = [s for role, stats in by_role.items() if role != 'worker' for s in stats]
+        cpu_by_pid = {**sampler.sample([s.pid for s in others], {s.pid: s.num_threads for s in others}), **worker_cpu}
         every = [s for stats in by_role.values() for s in stats]
         cpu = {s.key: cpu_by_pid[s.pid] for s in every if s.pid in cpu_by_pid}
         self._refresh_pss(every, now)

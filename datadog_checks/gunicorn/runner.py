@@ -2,6 +2,8 @@
 
     python -m datadog_checks.gunicorn --conf /etc/datadog-agent/conf.d/gunicorn.d/conf.yaml
     python -m datadog_checks.gunicorn --proc-name myapp --times 2 --pause 1 [--json]
+    python -m datadog_checks.gunicorn --pid-file /run/gunicorn/myapp.pid
+    python -m datadog_checks.gunicorn diagnose [--proc-name NAME] [--pid-file FILE]   (see diagnose.py)
 
 The check class is the real one, run through `AgentCheck.run()`, so configuration models, warnings and errors
 behave as in the Agent; the Agent's aggregator and metadata store are replaced by datadog_checks.base's stubs.
@@ -24,6 +26,7 @@ import yaml
 
 from datadog_checks.base.stubs import aggregator, datadog_agent
 
+from . import diagnose
 from .__about__ import __version__
 from .check import GunicornCheck
 
@@ -188,10 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='python -m datadog_checks.gunicorn',
         description='Run the Gunicorn check without an Agent and print what the Agent would receive.',
+        epilog='`python -m datadog_checks.gunicorn diagnose --help`: why a master is not found, and what to change.',
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument('--conf', metavar='FILE', help='a gunicorn.d/conf.yaml (every instance in it is run)')
-    source.add_argument('--proc-name', metavar='NAME', help='the name in `gunicorn: master [NAME]`')
+    parser.add_argument('--conf', metavar='FILE', help='a gunicorn.d/conf.yaml (every instance in it is run)')
+    parser.add_argument('--proc-name', metavar='NAME', help='the name in `gunicorn: master [NAME]`')
+    parser.add_argument('--pid-file', metavar='FILE', help='the pid file Gunicorn writes (`--pid`)')
     parser.add_argument('--gunicorn', metavar='CMD', help='with --proc-name: the command that prints the version')
     parser.add_argument('--times', type=int, default=1, metavar='N', help='runs per instance (default 1)')
     parser.add_argument('--pause', type=float, default=1.0, metavar='S', help='seconds between runs (default 1)')
@@ -203,7 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ['diagnose']:
+        return diagnose.main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.conf and (args.proc_name or args.pid_file):
+        parser.error('--conf runs the instances of a file: it goes without --proc-name and --pid-file')
+    if not (args.conf or args.proc_name or args.pid_file):
+        parser.error('one of --conf, --proc-name or --pid-file is required')
     # Warnings are already in the report; the check's log is for --log-level debug sessions.
     logging.basicConfig(level=args.log_level.upper(), format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     if args.times < 1:
@@ -212,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         init_config, instances = load_config(args.conf)
         source = 'file:%s' % args.conf
     else:
-        instance = {'proc_name': args.proc_name}
+        instance = {k: v for k, v in (('proc_name', args.proc_name), ('pid_file', args.pid_file)) if v}
         if args.gunicorn:
             instance['gunicorn'] = args.gunicorn
         init_config, instances, source = {}, [instance], 'command line'

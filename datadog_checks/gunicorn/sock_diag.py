@@ -25,6 +25,7 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 NETLINK_SOCK_DIAG = 4
@@ -39,8 +40,18 @@ UDIAG_SHOW_NAME = 0x01
 UDIAG_SHOW_RQLEN = 0x10
 UNIX_DIAG_NAME = 0
 UNIX_DIAG_RQLEN = 4
+# include/net/tcp_states.h
+TCP_ESTABLISHED = 1
+TCP_CLOSE_WAIT = 8
 TCP_LISTEN = 10
 IPPROTO_TCP = 6
+# include/uapi/linux/inet_diag.h: the request attribute carrying a filter program, and the operations it uses.
+INET_DIAG_REQ_BYTECODE = 1
+INET_DIAG_BC_JMP = 1
+INET_DIAG_BC_S_GE = 2
+INET_DIAG_BC_S_LE = 3
+# A filter of this many ports is 5 KiB, far below the u16 jump offsets' limit and far above any Gunicorn's binds.
+MAX_FILTER_PORTS = 256
 
 DEFAULT_TIMEOUT_S = 1.0
 # A unix_diag record with a name and RQLEN is ~150 bytes, an inet_diag one ~90: 4 MiB is tens of thousands of
@@ -63,6 +74,8 @@ _INET_DIAG_REQ_V2 = struct.Struct('=BBBBI48x')
 # struct inet_diag_msg: family, state, timer, retrans, sockid {sport, dport (big-endian), src[16], dst[16], if,
 # cookie[2]}, expires, rqueue, wqueue, uid, inode.
 _INET_DIAG_MSG = struct.Struct('=BBBB2s2s16s16sIIIIIIII')
+# struct inet_diag_bc_op: code, yes, no (byte offsets to jump by when the test is true / false).
+_BC_OP = struct.Struct('=BBH')
 
 _sequence = itertools.count(1)
 
@@ -104,6 +117,22 @@ class TcpListener:
     local_port: int
     queued: int  # idiag_rqueue = sk_ack_backlog (`ss -lt` Recv-Q)
     max_backlog: int  # idiag_wqueue = sk_max_ack_backlog (`ss -lt` Send-Q)
+
+
+@dataclass(frozen=True)
+class TcpSocket:
+    """A TCP socket of this network namespace, as inet_diag reports it (the fields of a /proc/net/tcp row)."""
+
+    inode: int  # 0 for a socket no process holds a file for: a connection still in an accept queue
+    family: int  # socket.AF_INET or socket.AF_INET6
+    state: int  # TCP_* from include/net/tcp_states.h
+    local_ip: str
+    local_port: int
+    remote_ip: str
+    remote_port: int
+    rqueue: int  # LISTEN: connections waiting for accept(); otherwise unread bytes
+    wqueue: int  # LISTEN: the accept queue's capacity; otherwise unsent bytes
+    uid: int
 
 
 # Wire format
@@ -232,19 +261,67 @@ def parse_unix_diag(payload: bytes) -> UnixListener:
     return UnixListener(inode, '' if name is None else _unix_path(name), sock_type, queued, max_backlog)
 
 
+def _inet_ip(family: int, raw: bytes) -> str:
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
+    if family == socket.AF_INET6:
+        return socket.inet_ntop(socket.AF_INET6, raw)
+    raise SockDiagProtocolError(f'inet_diag answer of family {family}')
+
+
 def parse_inet_diag(payload: bytes) -> TcpListener:
+    sock = parse_inet_socket(payload)
+    return TcpListener(sock.inode, sock.family, sock.local_ip, sock.local_port, sock.rqueue, sock.wqueue)
+
+
+def parse_inet_socket(payload: bytes) -> TcpSocket:
     if len(payload) < _INET_DIAG_MSG.size:
         raise SockDiagProtocolError(f'inet_diag_msg of {len(payload)} bytes')
-    fields = _INET_DIAG_MSG.unpack_from(payload)
-    family, sport, src = fields[0], fields[4], fields[6]
-    queued, max_backlog, inode = fields[12], fields[13], fields[15]
-    if family == socket.AF_INET:
-        ip = socket.inet_ntop(socket.AF_INET, src[:4])
-    elif family == socket.AF_INET6:
-        ip = socket.inet_ntop(socket.AF_INET6, src)
-    else:
-        raise SockDiagProtocolError(f'inet_diag answer of family {family}')
-    return TcpListener(inode, family, ip, int.from_bytes(sport, 'big'), queued, max_backlog)
+    family, state, _timer, _retrans, sport, dport, src, dst, *_, rqueue, wqueue, uid, inode = (
+        _INET_DIAG_MSG.unpack_from(payload)
+    )
+    return TcpSocket(
+        inode=inode,
+        family=family,
+        state=state,
+        local_ip=_inet_ip(family, src),
+        local_port=int.from_bytes(sport, 'big'),
+        remote_ip=_inet_ip(family, dst),
+        remote_port=int.from_bytes(dport, 'big'),
+        rqueue=rqueue,
+        wqueue=wqueue,
+        uid=uid,
+    )
+
+
+def local_port_filter(ports: Iterable[int]) -> bytes:
+    """inet_diag bytecode that accepts exactly the sockets whose local port is one of `ports`.
+
+    The kernel runs it on each socket before building a message (inet_diag_bc_run), so a dump returns only these
+    sockets however many others the host has. Each port is tested by S_GE and S_LE (S_EQ only exists since 4.16);
+    ports are ORed the way `ss` compiles `or`: a match falls through to a JMP to the end (accept: the program must
+    end exactly at its last byte), a mismatch jumps to the next port's test, and past the end (reject) after the
+    last. inet_diag_bc_audit refuses a jump that does not land on an operation reachable through `yes` offsets,
+    hence the JMP (whose `yes` of 4 keeps the next test reachable) instead of jumping straight to the end.
+    """
+    wanted = sorted(set(ports))
+    if not wanted or len(wanted) > MAX_FILTER_PORTS or not all(0 < p < 65536 for p in wanted):
+        raise ValueError(f'a port filter needs 1 to {MAX_FILTER_PORTS} ports in 1..65535, got {wanted[:8]}')
+    test = 2 * _BC_OP.size  # an operation and the operand holding its port
+    block = 2 * test  # S_GE then S_LE
+    total = len(wanted) * (block + _BC_OP.size) - _BC_OP.size
+    program = b''
+    for index, port in enumerate(wanted):
+        last = index == len(wanted) - 1
+        start = len(program)
+        # Offsets are relative to the operation; "past the end" is the remaining length plus 4.
+        for offset, code in ((0, INET_DIAG_BC_S_GE), (test, INET_DIAG_BC_S_LE)):
+            here = start + offset
+            miss = total - here + 4 if last else start + block + _BC_OP.size - here
+            program += _BC_OP.pack(code, test, miss) + _BC_OP.pack(0, 0, port)
+        if not last:
+            program += _BC_OP.pack(INET_DIAG_BC_JMP, _BC_OP.size, total - len(program))
+    return program
 
 
 # Public API
@@ -272,6 +349,29 @@ def tcp_listeners(timeout_s: float = DEFAULT_TIMEOUT_S, max_bytes: int = DEFAULT
     return found
 
 
+def tcp_sockets(
+    family: int,
+    ports: Iterable[int],
+    states: Iterable[int] = (TCP_LISTEN, TCP_ESTABLISHED, TCP_CLOSE_WAIT),
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> list[TcpSocket]:
+    """TCP sockets of one family of the caller's network namespace whose local port is one of `ports`.
+
+    One dump walks the whole established hash table once (about 0.3 ms of kernel time with 262,144 buckets,
+    against about 2 ms per read pass of /proc/net/tcp, which walks it again for the read that reports EOF), and
+    the port filter keeps the kernel from building messages for other sockets. A listener and the connections on
+    its port come from the same walk.
+    """
+    mask = 0
+    for state in states:
+        mask |= 1 << state
+    bytecode = local_port_filter(ports)
+    attribute = _RTATTR.pack(_RTATTR.size + len(bytecode), INET_DIAG_REQ_BYTECODE) + bytecode
+    request = _INET_DIAG_REQ_V2.pack(family, IPPROTO_TCP, 0, 0, mask) + attribute
+    return [parse_inet_socket(p) for p in _dump(request, timeout_s, max_bytes)]
+
+
 def max_backlogs(
     unix: bool = True, tcp: bool = True, timeout_s: float = DEFAULT_TIMEOUT_S, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> dict[int, int]:
@@ -291,12 +391,20 @@ def max_backlogs(
 def same_network_namespace(pid: int, root: str = '/proc') -> bool | None:
     """Whether PID shares the caller's network namespace (so that sock_diag sees its sockets); None if unknown.
 
-    Reading another user's /proc/PID/ns/net needs ptrace access; when it is denied the caller cannot tell, and
-    should simply use sock_diag figures only for the inodes it finds there.
+    /proc/PID/ns/net names the namespace, but stat() of another user's needs ptrace access. Without it, the inode of
+    /proc/PID/net/tcp (world-readable) tells as well: every network namespace registers its own proc entries
+    (tcp4_proc_init_net), whose inode numbers come from one system-wide allocator and are the same through every
+    procfs mount, so two processes show the same inode exactly when they share the namespace. None when neither
+    can be read (the process is gone, or its /proc directory is hidden).
     """
-    try:
-        own = os.stat('/proc/self/ns/net')
-        theirs = os.stat(f'{root.rstrip("/")}/{pid}/ns/net')
-    except OSError:
-        return None
-    return (own.st_dev, own.st_ino) == (theirs.st_dev, theirs.st_ino)
+    prefix = root.rstrip('/')
+    for name in ('ns/net', 'net/tcp'):
+        try:
+            own = os.stat(f'/proc/self/{name}')
+            theirs = os.stat(f'{prefix}/{pid}/{name}')
+        except OSError:
+            continue
+        if name == 'ns/net':
+            return (own.st_dev, own.st_ino) == (theirs.st_dev, theirs.st_ino)
+        return own.st_ino == theirs.st_ino
+    return None

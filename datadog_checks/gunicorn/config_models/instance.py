@@ -15,7 +15,7 @@ from datadog_checks.base.utils.models import validation
 from . import defaults, validators
 
 
-SECURE_FIELD_NAMES = frozenset(['control_socket', 'gunicorn'])
+SECURE_FIELD_NAMES = frozenset(['control_socket', 'gunicorn', 'pid_file'])
 
 
 class MetricPatterns(BaseModel):
@@ -33,6 +33,7 @@ class InstanceConfig(BaseModel):
         arbitrary_types_allowed=True,
         frozen=True,
     )
+    bind: Optional[tuple[str, ...]] = None
     control_socket: Optional[str] = None
     control_socket_timeout: Optional[float] = None
     cpu_sample_interval: Optional[float] = None
@@ -43,7 +44,8 @@ class InstanceConfig(BaseModel):
     heartbeat_timeout_share: Optional[float] = None
     metric_patterns: Optional[MetricPatterns] = None
     min_collection_interval: Optional[float] = None
-    proc_name: str
+    pid_file: Optional[str] = None
+    proc_name: Optional[str] = None
     service: Optional[str] = None
     tags: Optional[tuple[str, ...]] = None
 

@@ -1,5 +1,36 @@
 # Validation the spec cannot express. Generated once by ddev, then maintained by hand.
 
+from datadog_checks.gunicorn.netstat import parse_bind
+
+
+def instance_bind(value, field=None, **kwargs):
+    # Compared with the kernel's socket tables, so each address must be exact: a host name or a missing port would
+    # have to be guessed, and a guess could count another program's listener.
+    addresses = [value] if isinstance(value, str) else value
+    if not isinstance(addresses, (list, tuple)) or not addresses:
+        raise ValueError(
+            'bind must be a list of addresses such as 127.0.0.1:8000 or unix:/run/app.sock, got %r' % (value,)
+        )
+    for address in addresses:
+        if not isinstance(address, str):
+            raise ValueError('bind must list addresses as strings, got %r' % (address,))
+        try:
+            parse_bind(address.strip())
+        except ValueError as exc:
+            raise ValueError('bind: %s (use IP:PORT, [IPv6]:PORT or unix:PATH)' % exc) from None
+    return [a.strip() for a in addresses]
+
+
+def initialize_instance(values, **kwargs):
+    # The spec can only make options required one by one: either way of finding the master is enough. Empty values
+    # are left to the options' own validators, whose messages say what the value should be.
+    if values.get('proc_name') is None and values.get('pid_file') is None:
+        raise ValueError(
+            'set `proc_name` (the name in `gunicorn: master [<proc_name>]`, or the `--name`/application module of '
+            'the Gunicorn command line) or `pid_file` (the path given to Gunicorn\'s `--pid`), or both'
+        )
+    return values
+
 
 def instance_cpu_sample_interval(value, field=None, **kwargs):
     # The whole run sleeps this long once; beyond a second it would delay every other check in the Agent's runner.
@@ -39,4 +70,10 @@ def instance_proc_name(value, field=None, **kwargs):
             'proc_name must be the non-empty name shown in the master title `gunicorn: master [<proc_name>]`, got %r'
             % (value,)
         )
+    return value
+
+
+def instance_pid_file(value, field=None, **kwargs):
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError('pid_file must be the non-empty path of Gunicorn\'s pid file (`--pid`), got %r' % (value,))
     return value

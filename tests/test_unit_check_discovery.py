@@ -1,0 +1,177 @@
+"""The check on fake proc trees, for what finding masters adds: container tags, scoping, warnings, messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from datadog_checks.base import AgentCheck
+from datadog_checks.base.stubs import tagger
+from datadog_checks.gunicorn import GunicornCheck
+
+from .common import worker_gauges
+from .fakeproc import FakeProc
+
+WEB1 = '1' * 64
+WEB2 = '2' * 64
+VENV = '/srv/venv/bin'
+
+
+@pytest.fixture
+def proc(tmp_path, datadog_agent):
+    datadog_agent._config['procfs_path'] = str(tmp_path)
+    (tmp_path / 'stat').write_text('btime 0\n')
+    tagger.reset()
+    yield FakeProc(tmp_path)
+    tagger.reset()
+
+
+def titled_app(fake, master, name='web', workers=2, container=None):
+    kids = tuple(range(master + 1, master + 1 + workers))
+    fake.add(master, 1, 'gunicorn: master [%s]' % name, children=kids)
+    for pid in kids:
+        fake.add(pid, master, 'gunicorn: worker [%s]' % name)
+    if container:
+        (fake.root / str(master) / 'cgroup').write_text('0::/kubepods.slice/cri-containerd-%s.scope\n' % container)
+
+
+def untitled_app(fake, master, name='web', workers=2):
+    argv = [VENV + '/python', VENV + '/gunicorn', '-n', name, 'app:app']
+    kids = tuple(range(master + 1, master + 1 + workers))
+    fake.add(master, 1, argv, comm='gunicorn', children=kids)
+    for pid in kids:
+        fake.add(pid, master, argv, comm='gunicorn')
+
+
+def run(check, dd_run_check, aggregator):
+    aggregator.reset()
+    dd_run_check(check)
+    return {
+        (
+            tuple(sorted(t for t in m.tags if not t.startswith('state:'))),
+            next(t for t in m.tags if 'state:' in t),
+        ): m.value
+        for m in aggregator.metrics('gunicorn.workers')
+    }
+
+
+def make(instance):
+    check = GunicornCheck('gunicorn', {}, [{'cpu_sample_interval': 0.001, 'gunicorn': '/nonexistent', **instance}])
+    check.check_id = 'gunicorn:test'
+    return check
+
+
+def test_replicas_in_containers_are_reported_apart(proc, dd_run_check, aggregator):
+    titled_app(proc, 100, workers=2, container=WEB1)
+    titled_app(proc, 200, workers=3, container=WEB2)
+    tagger.set_tags(
+        {
+            'container_id://%s' % WEB1: ['kube_deployment:web', 'pod_name:web-1'],
+            'container_id://%s' % WEB2: ['kube_deployment:web', 'pod_name:web-2'],
+        }
+    )
+    gauges = run(make({'proc_name': 'web', 'tags': ['team:a']}), dd_run_check, aggregator)
+    base = ('app:web', 'kube_deployment:web', 'team:a')
+    assert gauges == {
+        (tuple(sorted((*base, 'pod_name:web-1'))), 'state:idle'): 2,
+        (tuple(sorted((*base, 'pod_name:web-1'))), 'state:working'): 0,
+        (tuple(sorted((*base, 'pod_name:web-2'))), 'state:idle'): 3,
+        (tuple(sorted((*base, 'pod_name:web-2'))), 'state:working'): 0,
+    }
+    tagger.assert_called('container_id://%s' % WEB1, tagger.ORCHESTRATOR)
+    aggregator.assert_service_check('gunicorn.is_running', AgentCheck.OK, count=2)
+    # Every other metric follows the same split: one master per pod, not two masters for the app.
+    for pod in ('pod_name:web-1', 'pod_name:web-2'):
+        aggregator.assert_metric('gunicorn.masters', 1, tags=[*base, pod], count=1)
+
+
+def test_masters_with_the_same_tags_are_summed(proc, dd_run_check, aggregator):
+    titled_app(proc, 100, workers=2)
+    titled_app(proc, 200, workers=3)
+    check = make({'proc_name': 'web'})
+    run(check, dd_run_check, aggregator)
+    assert worker_gauges(aggregator) == {'working': 0, 'idle': 5}
+    aggregator.assert_metric('gunicorn.workers', tags=['app:web', 'state:idle'], count=1)
+
+
+def test_an_autodiscovery_instance_reports_only_its_container(proc, dd_run_check, aggregator):
+    titled_app(proc, 100, workers=2, container=WEB1)
+    titled_app(proc, 200, workers=3, container=WEB2)
+    titled_app(proc, 300, workers=1)  # on the host, in no container
+    tagger.set_tags({'container_id://%s' % WEB1: ['pod_name:web-1'], 'container_id://%s' % WEB2: ['pod_name:web-2']})
+    # Autodiscovery adds the scheduled container's tags to the instance's own.
+    gauges = run(make({'proc_name': 'web', 'tags': ['pod_name:web-2']}), dd_run_check, aggregator)
+    assert gauges == {
+        (('app:web', 'pod_name:web-2'), 'state:idle'): 3,
+        (('app:web', 'pod_name:web-2'), 'state:working'): 0,
+    }
+
+
+def test_titles_missing_is_reported_once(proc, dd_run_check, aggregator):
+    untitled_app(proc, 100)
+    check = make({'proc_name': 'web'})
+    warnings = []
+    for _ in range(3):
+        run(check, dd_run_check, aggregator)
+        warnings += check.warnings
+        check.warnings.clear()
+        assert worker_gauges(aggregator) == {'working': 0, 'idle': 2}
+    assert len(warnings) == 1
+    assert 'runs without process titles' in warnings[0] and 'pip install setproctitle' in warnings[0]
+    aggregator.assert_service_check('gunicorn.is_running', AgentCheck.OK, tags=['app:web'])
+
+
+def test_a_master_still_importing_its_app(proc, dd_run_check, aggregator):
+    proc.add(100, 1, [VENV + '/python', VENV + '/gunicorn', '--preload', '-n', 'web', 'app:app'], comm='gunicorn')
+    check = make({'proc_name': 'web'})
+    assert run(check, dd_run_check, aggregator)
+    aggregator.assert_service_check(
+        'gunicorn.is_running', AgentCheck.CRITICAL, message=r'master 100 is still starting .*--preload'
+    )
+    assert check.warnings == []  # not a missing-setproctitle case: titles may come once the import is done
+
+
+def test_pid_file_only_names_the_app_from_the_master(proc, tmp_path, dd_run_check, aggregator):
+    titled_app(proc, 100, name='shop')
+    (tmp_path / 'shop.pid').write_text('100\n')
+    check = make({'pid_file': str(tmp_path / 'shop.pid')})
+    run(check, dd_run_check, aggregator)
+    aggregator.assert_service_check('gunicorn.is_running', AgentCheck.OK, tags=['app:shop'])
+    # The master dies: the CRITICAL keeps the app tag it was known by.
+    proc.remove(100)
+    run(check, dd_run_check, aggregator)
+    aggregator.assert_service_check(
+        'gunicorn.is_running', AgentCheck.CRITICAL, tags=['app:shop'], message=r'pid file .* is stale: pid 100 is not'
+    )
+
+
+def test_a_stale_pid_file_with_a_proc_name_warns_and_uses_the_name(proc, tmp_path, dd_run_check, aggregator):
+    titled_app(proc, 100)
+    (tmp_path / 'web.pid').write_text('4242\n')
+    check = make({'proc_name': 'web', 'pid_file': str(tmp_path / 'web.pid')})
+    run(check, dd_run_check, aggregator)
+    assert worker_gauges(aggregator) == {'working': 0, 'idle': 2}
+    assert any('pid 4242 is not running' in w and 'found by proc_name web instead' in w for w in check.warnings)
+
+
+def test_a_misspelled_name_gets_the_closest_one(proc, dd_run_check, aggregator):
+    titled_app(proc, 100, name='shopfront')
+    untitled_app(proc, 200, name='billing')
+    check = make({'proc_name': 'shopfrnt'})
+    assert run(check, dd_run_check, aggregator) == {}
+    aggregator.assert_service_check(
+        'gunicorn.is_running',
+        AgentCheck.CRITICAL,
+        tags=['app:shopfrnt'],
+        message=r'No gunicorn process with name shopfrnt found.*Did you mean `shopfront`\?.*--proc-name shopfrnt',
+    )
+
+
+def test_a_wrong_procfs_path_is_explained(tmp_path, datadog_agent, dd_run_check, aggregator):
+    datadog_agent._config['procfs_path'] = str(tmp_path / 'host' / 'proc')
+    check = make({'proc_name': 'web'})
+    assert run(check, dd_run_check, aggregator) == {}
+    aggregator.assert_service_check(
+        'gunicorn.is_running',
+        AgentCheck.CRITICAL,
+        message=r'The process table cannot be listed \(.*/host/proc: No such file or directory\): set the Agent',
+    )

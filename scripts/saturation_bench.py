@@ -88,10 +88,11 @@ def reading_methods(server: Gunicorn, unix_path: str, runs: int) -> None:
 def check_runs(label: str, instance: dict, runs: int, *, saturation: bool = True, other_namespace: bool = False):
     check = GunicornCheck('gunicorn', {}, [instance])
     check.run()  # loads the configuration and finds the master
+    (collector,) = check._saturation.values()  # one tag set: no containers here
     if other_namespace:
-        check._saturation.queues.same_namespace = lambda pid, root: False
-        check._saturation.queues._namespaces.clear()
-    collect = check._saturation.collect
+        collector.queues.same_namespace = lambda pid, root: False
+        collector.queues._namespaces.clear()
+    collect = collector.collect
     spent = []
 
     def timed_collect(*a, **kw):
@@ -102,13 +103,13 @@ def check_runs(label: str, instance: dict, runs: int, *, saturation: bool = True
             spent.append((time.process_time() - start) * 1e6)
 
     if saturation:
-        check._saturation.collect = timed_collect
+        collector.collect = timed_collect
     else:
 
         def no_saturation(trees, cpu, *args, **kwargs):
             return SaturationReport((), cpu, WorkerModel.SYNC, None)
 
-        check._saturation.collect = no_saturation
+        collector.collect = no_saturation
     for _ in range(5):
         check.run()
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 import pytest
 
 from datadog_checks.gunicorn import GunicornCheck
+from datadog_checks.gunicorn.procfs import ProcFS
 
+from .fakeproc import FakeProc
 from .gunicorn_env import Gunicorn
 
 
@@ -43,3 +45,14 @@ def make_check():
         return check
 
     return make
+
+
+@pytest.fixture
+def fake(tmp_path):
+    """A writable proc tree in tmp_path (see fakeproc.py)."""
+    return FakeProc(tmp_path)
+
+
+@pytest.fixture
+def procfs(fake):
+    return ProcFS(str(fake.root))

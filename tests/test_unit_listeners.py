@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import pytest
-
 from datadog_checks.gunicorn.fds import FdReader
 from datadog_checks.gunicorn.listeners import (
     REIDENTIFY_SECONDS,
@@ -15,7 +13,6 @@ from datadog_checks.gunicorn.listeners import (
     ListenerFinder,
 )
 from datadog_checks.gunicorn.netstat import parse_bind
-from datadog_checks.gunicorn.procfs import ProcFS
 
 from .fakeapp import (
     APP,
@@ -27,17 +24,6 @@ from .fakeapp import (
     app,
     tree,
 )
-from .fakeproc import FakeProc
-
-
-@pytest.fixture
-def fake(tmp_path):
-    return FakeProc(tmp_path)
-
-
-@pytest.fixture
-def procfs(fake):
-    return ProcFS(str(fake.root))
 
 
 def finder(procfs, configured=(), clock=None):

@@ -9,7 +9,6 @@ import pytest
 
 from datadog_checks.gunicorn import sock_diag
 from datadog_checks.gunicorn.netstat import NetProcessGone, parse_bind
-from datadog_checks.gunicorn.procfs import ProcFS
 from datadog_checks.gunicorn.queues import QueueReader
 
 from .fakeapp import (
@@ -21,17 +20,6 @@ from .fakeapp import (
     SS_UNCONNECTED,
     app,
 )
-from .fakeproc import FakeProc
-
-
-@pytest.fixture
-def fake(tmp_path):
-    return FakeProc(tmp_path)
-
-
-@pytest.fixture
-def procfs(fake):
-    return ProcFS(str(fake.root))
 
 
 class FakeDiag:

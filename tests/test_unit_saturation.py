@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import logging
 
-import pytest
-
 from datadog_checks.gunicorn import control_socket as ctl
 from datadog_checks.gunicorn.classify import WorkerCounts, WorkerModel
 from datadog_checks.gunicorn.health import Health
-from datadog_checks.gunicorn.procfs import ProcessKey, ProcFS
+from datadog_checks.gunicorn.procfs import ProcessKey
 from datadog_checks.gunicorn.saturation import SaturationCollector, control_socket_hints
 
 from .fakeapp import APP, LISTEN, app, tree
-from .fakeproc import FakeProc
-
-
-@pytest.fixture
-def fake(tmp_path):
-    return FakeProc(tmp_path)
-
-
-@pytest.fixture
-def procfs(fake):
-    return ProcFS(str(fake.root))
 
 
 def collector(procfs, bind=()):

@@ -427,6 +427,16 @@ def listener_stats(
 # Readers
 
 
+def _net_error(exc: OSError, pid: int, path: str) -> NetError:
+    """The one mapping of a failed read of a process's net table: gone (ESRCH: the task died while the kernel was
+    producing the file) or denied."""
+    if isinstance(exc, (FileNotFoundError, ProcessLookupError)) or exc.errno == errno.ESRCH:
+        return NetProcessGone(pid, path, 'process gone')
+    if isinstance(exc, PermissionError):
+        return NetAccessDenied(pid, path, 'permission denied')
+    return NetAccessDenied(pid, path, os.strerror(exc.errno or 0))
+
+
 def _read_whole(path: str, pid: int, max_bytes: int) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -440,15 +450,8 @@ def _read_whole(path: str, pid: int, max_bytes: int) -> bytes:
                     raise NetTableError(pid, path, f'larger than {max_bytes} bytes')
         finally:
             os.close(fd)
-    except (FileNotFoundError, ProcessLookupError) as exc:
-        raise NetProcessGone(pid, path, 'process gone') from exc
-    except PermissionError as exc:
-        raise NetAccessDenied(pid, path, 'permission denied') from exc
     except OSError as exc:
-        # ESRCH: the task died while the kernel was producing the file.
-        if exc.errno == errno.ESRCH:
-            raise NetProcessGone(pid, path, 'process gone') from exc
-        raise NetAccessDenied(pid, path, os.strerror(exc.errno or 0)) from exc
+        raise _net_error(exc, pid, path) from exc
     return b''.join(chunks)
 
 
@@ -571,14 +574,8 @@ def _read_listening_prefix(path: str, pid: int, max_bytes: int) -> bytes:
                     raise NetTableError(pid, path, f'more than {max_bytes} bytes of LISTEN rows')
         finally:
             os.close(fd)
-    except (FileNotFoundError, ProcessLookupError) as exc:
-        raise NetProcessGone(pid, path, 'process gone') from exc
-    except PermissionError as exc:
-        raise NetAccessDenied(pid, path, 'permission denied') from exc
     except OSError as exc:
-        if exc.errno == errno.ESRCH:
-            raise NetProcessGone(pid, path, 'process gone') from exc
-        raise NetAccessDenied(pid, path, os.strerror(exc.errno or 0)) from exc
+        raise _net_error(exc, pid, path) from exc
     return b'\n'.join(kept)
 
 

@@ -363,13 +363,7 @@ class ProcFS:
         A thread that exited took its time with it (unlike /proc/PID/stat, whose ticks keep dead threads' time), so
         successive sums can shrink when one exits: callers clamp differences at zero.
         """
-        task_dir = self.path(pid, 'task')
-        try:
-            tids = os.listdir(task_dir)
-        except (FileNotFoundError, ProcessLookupError) as exc:
-            raise ProcessGone(pid, task_dir, 'process gone') from exc
-        except PermissionError as exc:
-            raise ProcessAccessDenied(pid, task_dir, 'permission denied') from exc
+        tids = self._listdir(pid, 'task')
         on_cpu = delay = slices = 0
         for tid in tids:
             try:
@@ -384,7 +378,7 @@ class ProcFS:
             delay += sched.run_delay_ns
             slices += sched.timeslices
         if not tids:
-            raise ProcessGone(pid, task_dir, 'no threads left')
+            raise ProcessGone(pid, self.path(pid, 'task'), 'no threads left')
         return SchedStat(on_cpu, delay, slices)
 
     def read_cmdline(self, pid: int) -> list[str]:
@@ -392,6 +386,13 @@ class ProcFS:
 
     def read_title(self, pid: int) -> str:
         return parse_title(self._read(pid, 'cmdline'))
+
+    def _listdir(self, pid: int, name: str) -> list[str]:
+        path = self.path(pid, name)
+        try:
+            return os.listdir(path)
+        except OSError as exc:
+            raise _proc_error(exc, pid, path) from exc
 
     def read_uptime(self) -> float:
         path = '%s/uptime' % self.root
@@ -420,14 +421,7 @@ class ProcFS:
         about 5 us each.
         """
         fd_dir = self.path(pid, 'fd')
-        try:
-            names = os.listdir(fd_dir)
-        except (FileNotFoundError, ProcessLookupError) as exc:
-            raise ProcessGone(pid, fd_dir, 'process gone') from exc
-        except PermissionError as exc:
-            raise ProcessAccessDenied(pid, fd_dir, 'permission denied') from exc
-        except OSError as exc:
-            raise ProcessAccessDenied(pid, fd_dir, os.strerror(exc.errno or 0)) from exc
+        names = self._listdir(pid, 'fd')
         links = []
         for name in names:
             try:
@@ -475,13 +469,7 @@ class ProcFS:
 
         The kernel builds this list without locking the whole tree, so callers must confirm each child's ppid.
         """
-        task_dir = self.path(pid, 'task')
-        try:
-            tids = os.listdir(task_dir)
-        except (FileNotFoundError, ProcessLookupError) as exc:
-            raise ProcessGone(pid, task_dir, 'process gone') from exc
-        except PermissionError as exc:
-            raise ProcessAccessDenied(pid, task_dir, 'permission denied') from exc
+        tids = self._listdir(pid, 'task')
         children: set[int] = set()
         for tid in tids:
             try:

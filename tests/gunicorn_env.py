@@ -58,14 +58,9 @@ def _base_python() -> str:
     return getattr(sys, '_base_executable', None) or sys.executable
 
 
-def gunicorn_venv(version: str = NEWEST, setproctitle: bool = True) -> Path:
-    """Return a virtualenv with gunicorn==version (and setproctitle unless asked not to), creating it once."""
-    tag = 'py%d.%d-gunicorn-%s%s' % (
-        sys.version_info[0],
-        sys.version_info[1],
-        version,
-        '' if setproctitle else '-notitle',
-    )
+def cached_venv(tag: str, packages: list[str]) -> Path:
+    """A virtualenv under the cache with `packages` installed, created once; a file lock makes concurrent test
+    processes wait for one another instead of installing twice."""
     venv = CACHE / 'venvs' / tag
     ready = venv / '.ready'
     if ready.exists():
@@ -76,19 +71,28 @@ def gunicorn_venv(version: str = NEWEST, setproctitle: bool = True) -> Path:
         if ready.exists():
             return venv
         subprocess.run([_base_python(), '-m', 'venv', '--clear', str(venv)], check=True, timeout=300)
-        packages = ['gunicorn==%s' % version]
-        if setproctitle:
-            packages.append('setproctitle')
-        if version.startswith('20.'):
-            # 20.x loads workers through pkg_resources, which newer setuptools no longer ships.
-            packages.append('setuptools<70')
-        subprocess.run(
-            [str(venv / 'bin' / 'python'), '-m', 'pip', 'install', '-q', '--disable-pip-version-check', *packages],
-            check=True,
-            timeout=600,
-        )
-        ready.write_text(version)
+        install = [str(venv / 'bin' / 'python'), '-m', 'pip', 'install', '-q', '--disable-pip-version-check']
+        done = subprocess.run([*install, *packages], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, 'pip install %s failed:\n%s%s' % (' '.join(packages), done.stdout, done.stderr)
+        ready.write_text('\n'.join(packages))
     return venv
+
+
+def gunicorn_venv(version: str = NEWEST, setproctitle: bool = True) -> Path:
+    """Return a virtualenv with gunicorn==version (and setproctitle unless asked not to), creating it once."""
+    tag = 'py%d.%d-gunicorn-%s%s' % (
+        sys.version_info[0],
+        sys.version_info[1],
+        version,
+        '' if setproctitle else '-notitle',
+    )
+    packages = ['gunicorn==%s' % version]
+    if setproctitle:
+        packages.append('setproctitle')
+    if version.startswith('20.'):
+        # 20.x loads workers through pkg_resources, which newer setuptools no longer ships.
+        packages.append('setuptools<70')
+    return cached_venv(tag, packages)
 
 
 def free_port() -> int:

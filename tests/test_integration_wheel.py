@@ -9,7 +9,6 @@ source tree cannot be imported by accident.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .gunicorn_env import CACHE, REPO, _base_python
+from .gunicorn_env import REPO, cached_venv
 
 pytestmark = pytest.mark.integration
 
@@ -68,19 +67,7 @@ def agent_python(wheel) -> Path:
 
 def _agent_like_venv() -> Path:
     tag = 'agent-py%d.%d-%s' % (sys.version_info[0], sys.version_info[1], BASE_PIN.split('==')[-1])
-    venv = CACHE / 'venvs' / tag
-    ready = venv / '.ready'
-    if ready.exists():
-        return venv
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / ('.%s.lock' % tag), 'w') as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not ready.exists():
-            _run([_base_python(), '-m', 'venv', '--clear', venv])
-            _run([venv / 'bin' / 'python', '-m', 'pip', 'install', '-q', '--disable-pip-version-check',
-                  *AGENT_PACKAGES])  # fmt: skip
-            ready.write_text('\n'.join(AGENT_PACKAGES))
-    return venv
+    return cached_venv(tag, list(AGENT_PACKAGES))
 
 
 def _run(argv, **kwargs) -> subprocess.CompletedProcess:

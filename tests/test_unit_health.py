@@ -64,3 +64,20 @@ def test_listeners_are_asked_again_only_after_a_reload(tmp_path):
     monitor.forget_except(set())
     monitor._listeners_of(client, master, stats(1, 0, 2))
     assert client.asked == 5
+
+
+def test_heartbeat_ages_that_cannot_be_true_are_dropped():
+    from datadog_checks.gunicorn.health import _heartbeat_ages
+
+    entries = ctl.parse_workers(
+        {
+            'workers': [
+                {'pid': 1, 'last_heartbeat': 1.5},
+                {'pid': 2, 'last_heartbeat': -299260051.5},
+                {'pid': 3, 'last_heartbeat': 5000.0},
+                {'pid': 4},
+            ]
+        }
+    )
+    assert _heartbeat_ages(entries, uptime=100.0) == (1.5,)
+    assert _heartbeat_ages(entries, uptime=None) == (1.5, 5000.0)

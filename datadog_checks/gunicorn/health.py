@@ -39,8 +39,12 @@ class Churn(NamedTuple):
     reloads: int
 
 
-def _heartbeat_ages(entries: tuple[ctl.WorkerHeartbeat, ...]) -> tuple[float, ...]:
-    return tuple(e.last_heartbeat_seconds for e in entries if e.last_heartbeat_seconds is not None)
+def _heartbeat_ages(entries: tuple[ctl.WorkerHeartbeat, ...], uptime: float | None) -> tuple[float, ...]:
+    """Ages that can be true: a worker just forked can report a heartbeat computed against another clock (the chaos
+    soak saw -299,260,051 s), and no worker's heartbeat is older than its master."""
+    limit = uptime if uptime is not None else float('inf')
+    ages = (e.last_heartbeat_seconds for e in entries)
+    return tuple(a for a in ages if a is not None and 0 <= a <= limit)
 
 
 @dataclass
@@ -92,9 +96,11 @@ class ControlSocketMonitor:
             # `show all` waits on the dirty arbiter (up to 2 s): ask only when there is one, with what time is left.
             if stats.dirty_arbiter_pid is not None:
                 everything = self._optional(client.show_all, master)
-                dirty = _heartbeat_ages(everything.dirty_workers) if everything is not None else None
+                dirty = (
+                    _heartbeat_ages(everything.dirty_workers, stats.uptime_seconds) if everything is not None else None
+                )
             listeners = self._listeners_of(client, master, stats)
-        return Health(client.path, stats, config, _heartbeat_ages(web), dirty, listeners)
+        return Health(client.path, stats, config, _heartbeat_ages(web, stats.uptime_seconds), dirty, listeners)
 
     def _listeners_of(
         self, client: ctl.ControlSocketClient, master: Stat, stats: ctl.Stats

@@ -12,9 +12,10 @@ from .fakeproc import FakeProc
 
 
 @pytest.fixture
-def fake_root(tmp_path, datadog_agent):
+def fake_root(tmp_path, datadog_agent, monkeypatch):
     fake = FakeProc(tmp_path / 'host-proc')
-    datadog_agent._config['procfs_path'] = str(fake.root)
+    # The stub keeps its configuration across tests: restore it, or every later check reads the fake root.
+    monkeypatch.setitem(datadog_agent._config, 'procfs_path', str(fake.root))
     return fake
 
 

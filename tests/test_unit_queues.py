@@ -31,13 +31,13 @@ class FakeDiag:
         self.error = error
         self.calls = {'tcp': 0, 'unix': 0}
 
-    def tcp_sockets(self, family, ports, timeout_s):
+    def tcp_sockets(self, family, ports, timeout_s, session):
         self.calls['tcp'] += 1
         if self.error:
             raise self.error
         return [s for s in self.tcp if s.family == family and s.local_port in ports]
 
-    def unix_listeners(self, timeout_s):
+    def unix_listeners(self, timeout_s, session):
         self.calls['unix'] += 1
         if self.error:
             raise self.error

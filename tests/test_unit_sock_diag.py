@@ -449,3 +449,45 @@ def test_same_network_namespace_without_access_to_ns_net(tmp_path):
     (tmp_path / '78' / 'net').mkdir(parents=True)
     (tmp_path / '78' / 'net' / 'tcp').write_text('another namespace\n')
     assert sock_diag.same_network_namespace(78, root=str(tmp_path)) is False
+
+
+def test_a_session_keeps_one_socket_across_dumps_of_every_kind(tmp_path):
+    server, clients = _tcp_server('127.0.0.1', 8, 1)
+    unix = socket.socket(socket.AF_UNIX)
+    unix.bind(str(tmp_path / 'app.sock'))
+    unix.listen(4)
+    session = sock_diag.Session()
+    try:
+        port = server.getsockname()[1]
+        first = sock_diag.tcp_sockets(socket.AF_INET, [port], session=session)
+        held = session._sock
+        assert held is not None
+        # Answers on a reused socket are the same as on a fresh one, dump after dump.
+        for _ in range(3):
+            assert sorted(s.inode for s in sock_diag.tcp_sockets(socket.AF_INET, [port], session=session)) == sorted(
+                s.inode for s in first
+            )
+        assert _inode(unix) in {u.inode for u in sock_diag.unix_listeners(session=session)}
+        assert session._sock is held
+    finally:
+        session.close()
+        _close(server, unix, *clients)
+    assert session._sock is None
+
+
+def test_a_session_drops_its_socket_after_a_failed_dump(kernel):
+    ours, theirs = kernel
+    session = sock_diag.Session()
+    session._sock = ours
+    theirs.send(nlmsg(RECORD, b'x', length=100))  # a message running past its batch
+    with pytest.raises(sock_diag.SockDiagProtocolError):
+        session.dump(b'payload', 1.0, sock_diag.DEFAULT_MAX_BYTES)
+    # Whatever was still queued for that dump must never be read as the answer to the next one.
+    assert session._sock is None
+    assert ours.fileno() == -1
+    try:
+        sock_diag.unix_listeners(session=session)  # the next dump opens a fresh netlink socket
+        assert session._sock is not None
+        assert session._sock.family == socket.AF_NETLINK
+    finally:
+        session.close()

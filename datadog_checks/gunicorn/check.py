@@ -60,6 +60,8 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         # The Agent unschedules this instance: close its held files now rather than whenever it is collected.
         if hasattr(self, '_procfs'):
             self._procfs.close()
+            for collector in self._saturation.values():
+                collector.close()
 
     def check(self, _):
         self._procfs.release_unused()  # the files of processes the last run no longer looked at
@@ -106,7 +108,8 @@ class GunicornCheck(AgentCheck, ConfigMixin):
             self._submit_usage(tag_list, tracker.measure(group, cpu, self._sampler))
             self._submit_health(tag_list, group_health)
         self._resources = {tags: tracker for tags, tracker in self._resources.items() if tags in groups}
-        self._saturation = {tags: collector for tags, collector in self._saturation.items() if tags in groups}
+        for tags in [t for t in self._saturation if t not in groups]:
+            self._saturation.pop(tags).close()
         self._collect_version(trees)
 
     def _submit_saturation(self, tags: list[str], saturation: SaturationReport) -> None:

@@ -40,6 +40,8 @@ class QueueReader:
     tcp_sockets: Callable[..., list[sock_diag.TcpSocket]] = sock_diag.tcp_sockets
     unix_listeners: Callable[..., list[sock_diag.UnixListener]] = sock_diag.unix_listeners
     same_namespace: Callable[[int, str], bool | None] = sock_diag.same_network_namespace
+    # One netlink socket for every dump of every run, closed by close() (the check's cancel()).
+    session: sock_diag.Session = field(default_factory=sock_diag.Session)
     _namespaces: dict[ProcessKey, bool] = field(default_factory=dict)
     _unix_capacity: dict[int, int | None] = field(default_factory=dict)
     _unix_seen: set[int] = field(default_factory=set)
@@ -71,6 +73,9 @@ class QueueReader:
             for s in stats:
                 found[(s.address, s.listen_inodes)] = s
         return list(found.values()), missing
+
+    def close(self) -> None:
+        self.session.close()
 
     def prune(self, masters: Sequence[ProcessKey]) -> None:
         """Forget masters and sockets not seen since the previous prune (once per run)."""
@@ -104,7 +109,7 @@ class QueueReader:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise sock_diag.SockDiagTimeout('inet_diag dumps not finished after %.1fs' % DIAG_TIMEOUT_SECONDS)
-            for s in self.tcp_sockets(family, ports, timeout_s=remaining):
+            for s in self.tcp_sockets(family, ports, timeout_s=remaining, session=self.session):
                 # The fields of a /proc/net/tcp row: for a LISTEN socket rqueue is the queue (the table's rx_queue)
                 # and wqueue the capacity the table does not show.
                 rows.append(
@@ -148,7 +153,8 @@ class QueueReader:
         self._unix_seen |= inodes
         if inodes - self._unix_capacity.keys():
             try:
-                dumped = {u.inode: u.max_backlog for u in self.unix_listeners(timeout_s=DIAG_TIMEOUT_SECONDS)}
+                listeners = self.unix_listeners(timeout_s=DIAG_TIMEOUT_SECONDS, session=self.session)
+                dumped = {u.inode: u.max_backlog for u in listeners}
             except sock_diag.SockDiagError as exc:
                 self.log.debug('Cannot read unix socket backlogs through unix_diag: %s', exc)
                 if not isinstance(exc, sock_diag.SockDiagUnsupported):

@@ -99,6 +99,9 @@ class SaturationCollector:
         self.fds.prune(w.key for w in workers)  # a generator: nothing is built while no event loop was seen
         return SaturationReport(listeners, split, model, in_flight, tuple(problems))
 
+    def close(self) -> None:
+        self.queues.close()
+
     def _read(
         self, tree: AppTree, announced: Sequence[str] | None
     ) -> tuple[list[ListenerStats] | None, set[BindAddress]]:

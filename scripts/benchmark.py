@@ -6,10 +6,15 @@
 For every (W, P) it runs the real check through `AgentCheck.run()` and prints medians and p10-p90 of its CPU time
 (`time.process_time()` around the run: the check's own CPU, without the sleep of the sample window) and of its wall
 time beyond the sample window, for the first run of a fresh check and for the steady state, each next to a floor
-measured in the same run, interleaved with the check's runs so that both see the same machine:
+measured in the same run, interleaved with the check's runs so that both see the same machine. Each steady-state
+run and each reads floor starts after --gap seconds of idle, as an Agent run starts 15 s after the last one, with
+cold CPU caches (back-to-back runs would measure a warm interpreter and under-report by about a third):
 
   steady floor  one raw read (open, read, close) of /proc/PID/stat for the master and for each worker: the processes
                 a steady-state run must look at, read in the cheapest way Python can;
+  reads floor   the run's own reads and exchanges (discovery files, control socket, schedstat around the window,
+                the inet_diag dump, stat files) done with no logic: what any Python implementation of these
+                features pays before it parses or submits anything (see ReadsFloor);
   full floor    listing /proc and one raw read of /proc/PID/stat for every process on the host: what a first run,
                 which has to find the master, cannot do much better than.
 
@@ -34,7 +39,9 @@ import platform
 import pstats
 import resource
 import signal
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -48,7 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from datadog_checks.base.stubs import aggregator  # noqa: E402
-from datadog_checks.gunicorn import GunicornCheck  # noqa: E402
+from datadog_checks.gunicorn import GunicornCheck, control_socket, sock_diag  # noqa: E402
 from datadog_checks.gunicorn.check import procfs_root  # noqa: E402
 from datadog_checks.gunicorn.discovery import Discovery  # noqa: E402
 from datadog_checks.gunicorn.procfs import ProcFS  # noqa: E402
@@ -58,6 +65,10 @@ FULL = {'workers': (1, 16, 64, 256), 'procs': (100, 2000, 5000), 'runs': 60, 'fi
 SHORT = {'workers': (1, 16, 64), 'procs': (100, 2000), 'runs': 20, 'first_runs': 3, 'memory_runs': 2_000}
 # The configured default: the wall-time target is about this window.
 WINDOW_SECONDS = 0.1
+# Idle time before each measured steady run. The Agent runs a check every 15 s, so a run starts with cold CPU caches;
+# runs back to back would measure a warm interpreter. Measured here: 0.5 s of idle costs a run as much as 15 s does
+# to within noise, and 0.25 s most of it.
+GAP_SECONDS = 0.25
 # Small enough that 10,000 runs take seconds, for the memory test.
 MEMORY_WINDOW_SECONDS = 0.001
 MEMORY_WORKERS = 16
@@ -194,6 +205,68 @@ def read_raw(paths: list[str]) -> None:
             os.close(fd)
 
 
+class ReadsFloor:
+    """What a steady-state run must ask the kernel and the server, done with no logic: the cost of the reads.
+
+    The same reads as the check's run, in its order and around the same sleep: the master's title and its threads'
+    children lists; the control socket's `show stats` and `show workers` on one connection; schedstat of every
+    worker before and after the window (held files); one inet_diag dump of the listener's port (held netlink
+    socket, request built once, answer not parsed); /proc/PID/stat of the master and workers (held files); the
+    master's per-thread schedstat. No parsing, no classification, no submission: the part no implementation of
+    these features in Python avoids.
+    """
+
+    def __init__(self, server: Gunicorn, window: float):
+        self.window = window
+        self.master = server.master_pid
+        self.socket_path = server.control_socket
+        workers = server.worker_pids()
+        self._schedstat = [os.open('/proc/%d/schedstat' % pid, os.O_RDONLY | os.O_CLOEXEC) for pid in workers]
+        self._stat = [os.open('/proc/%d/stat' % pid, os.O_RDONLY | os.O_CLOEXEC) for pid in [self.master, *workers]]
+        self._diag = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, sock_diag.NETLINK_SOCK_DIAG)
+        self._diag.connect((0, 0))
+        states = (sock_diag.TCP_LISTEN, sock_diag.TCP_ESTABLISHED, sock_diag.TCP_CLOSE_WAIT)
+        self._diag_request = sock_diag._request(sock_diag._tcp_request(socket.AF_INET, (server.port,), states), 1)
+        self._frames = [
+            control_socket.encode_frame({'id': i, 'command': c, 'args': []})
+            for i, c in enumerate(('show stats', 'show workers'), 1)
+        ]
+
+    def run(self) -> None:
+        read_raw(['/proc/%d/cmdline' % self.master])
+        tids = os.listdir('/proc/%d/task' % self.master)
+        read_raw(['/proc/%d/task/%s/children' % (self.master, tid) for tid in tids])
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as ctl:
+            ctl.settimeout(1)
+            ctl.connect(self.socket_path)
+            for frame in self._frames:
+                ctl.sendall(frame)
+                _recv_frame(ctl)
+        for fd in self._schedstat:
+            os.pread(fd, 256, 0)
+        time.sleep(self.window)
+        for fd in self._schedstat:
+            os.pread(fd, 256, 0)
+        self._diag.send(self._diag_request)
+        while struct.unpack_from('=H', self._diag.recv(65536), 4)[0] != sock_diag.NLMSG_DONE:
+            pass
+        for fd in self._stat:
+            os.pread(fd, 1024, 0)
+        tids = os.listdir('/proc/%d/task' % self.master)
+        read_raw(['/proc/%d/task/%s/schedstat' % (self.master, tid) for tid in tids])
+
+    def close(self) -> None:
+        for fd in self._schedstat + self._stat:
+            os.close(fd)
+        self._diag.close()
+
+
+def _recv_frame(sock: socket.socket) -> bytes:
+    header = sock.recv(4, socket.MSG_WAITALL)
+    (length,) = struct.unpack('>I', header)
+    return sock.recv(length, socket.MSG_WAITALL)
+
+
 def full_table_read() -> None:
     read_raw(['/proc/%s/stat' % pid for pid in proc_pids()])
 
@@ -270,6 +343,7 @@ class Cell:
     steady_cpu: Series = field(default_factory=Series)
     steady_wall: Series = field(default_factory=Series)  # beyond the sample window
     floor: Series = field(default_factory=Series)
+    reads_floor: Series = field(default_factory=Series)  # the run's reads alone, sleep excluded
     first_cpu: Series = field(default_factory=Series)
     first_wall: Series = field(default_factory=Series)  # beyond the sample window
     discovery_cpu: Series = field(default_factory=Series)
@@ -277,7 +351,7 @@ class Cell:
     full_floor: Series = field(default_factory=Series)
 
 
-def measure(server: Gunicorn, procs: int, runs: int, first_runs: int, window: float) -> Cell:
+def measure(server: Gunicorn, procs: int, runs: int, first_runs: int, window: float, gap: float) -> Cell:
     workers = server.workers
     cell = Cell(workers, procs, host_procs=len(proc_pids()))
     stat_paths = ['/proc/%d/stat' % pid for pid in [server.master_pid, *server.worker_pids()]]
@@ -298,11 +372,19 @@ def measure(server: Gunicorn, procs: int, runs: int, first_runs: int, window: fl
     check = new_check(server, window)
     for _ in range(3):  # the first run and the caches it fills are measured above
         run_check(check, workers)
-    for _ in range(runs):
-        cpu, wall = run_check(check, workers)
-        cell.steady_cpu.add(cpu)
-        cell.steady_wall.add(wall - window)
-        cell.floor.add(cpu_and_wall(lambda: read_raw(stat_paths))[0])
+    reads = ReadsFloor(server, window)
+    try:
+        for _ in range(runs):
+            # The Agent runs a check every 15 s: each run starts with the caches another program left behind.
+            time.sleep(gap)
+            cpu, wall = run_check(check, workers)
+            cell.steady_cpu.add(cpu)
+            cell.steady_wall.add(wall - window)
+            time.sleep(gap)
+            cell.reads_floor.add(cpu_and_wall(reads.run)[0])
+            cell.floor.add(cpu_and_wall(lambda: read_raw(stat_paths))[0])
+    finally:
+        reads.close()
     cell.submissions = sum(len(m) for m in aggregator._metrics.values()) + sum(
         len(s) for s in aggregator._service_checks.values()
     )
@@ -453,6 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--first-runs', type=int, help='fresh checks per (W, P)')
     parser.add_argument('--memory-runs', type=int, help='runs of the memory test (0 to skip)')
     parser.add_argument('--window', type=float, default=WINDOW_SECONDS, help='cpu_sample_interval of the runs')
+    parser.add_argument(
+        '--gap', type=float, default=GAP_SECONDS, help='idle seconds before each steady run, as between Agent runs'
+    )
     parser.add_argument('--max-seconds', type=int, default=1800, help='the idle processes die after this long')
     parser.add_argument('--json', help='also write every sample to this file')
     args = parser.parse_args(argv)
@@ -495,11 +580,11 @@ def main(argv: list[str] | None = None) -> int:
             with bench_server(Path(tmp), workers) as server:
                 for procs in sorted(plan['procs']):
                     idle.resize(procs)
-                    cell = measure(server, procs, plan['runs'], plan['first_runs'], args.window)
+                    cell = measure(server, procs, plan['runs'], plan['first_runs'], args.window, args.gap)
                     cells.append(cell)
                     progress(
-                        '  W=%d P=%d: steady CPU %s ms, floor %.3f ms, first-run discovery %.1f ms'
-                        % (workers, procs, cell.steady_cpu.text(), cell.floor.p50, cell.discovery_cpu.p50)
+                        '  W=%d P=%d: steady CPU %s ms, reads floor %.3f ms, first-run discovery %.1f ms'
+                        % (workers, procs, cell.steady_cpu.text(), cell.reads_floor.p50, cell.discovery_cpu.p50)
                     )
                 if workers in (MEMORY_WORKERS, max(plan['workers'])):
                     shares[workers] = breakdown(server)
@@ -538,12 +623,23 @@ def report(
 ) -> None:
     print('\nSteady state, per run (ms; median [p10-p90]); CPU = process CPU time of check.run(), sleep excluded')
     print(
-        '%4s %5s %6s | %-24s %-8s %-6s | %-24s | %s'
-        % ('W', 'P', 'procs', 'CPU', 'floor', 'ratio', 'wall - window', 'stub aggregator share of CPU')
+        '%4s %5s %6s | %-24s %-8s %-6s | %-24s %-6s | %-24s | %s'
+        % (
+            'W',
+            'P',
+            'procs',
+            'CPU',
+            'floor',
+            'ratio',
+            'reads floor',
+            'ratio',
+            'wall - window',
+            'stub aggregator share of CPU',
+        )
     )
     for c in cells:
         print(
-            '%4d %5d %6d | %-24s %8.3f %5.1fx | %-24s | %.3f (%d submissions)'
+            '%4d %5d %6d | %-24s %8.3f %5.1fx | %-24s %5.2fx | %-24s | %.3f (%d submissions)'
             % (
                 c.workers,
                 c.procs,
@@ -551,6 +647,8 @@ def report(
                 c.steady_cpu.text(),
                 c.floor.p50,
                 c.steady_cpu.p50 / c.floor.p50,
+                c.reads_floor.text(),
+                c.steady_cpu.p50 / c.reads_floor.p50,
                 c.steady_wall.text(),
                 c.submissions * stub_seconds * 1e3,
                 c.submissions,
@@ -619,6 +717,11 @@ def targets(cells: list[Cell], memory: Memory | None, window: float) -> None:
     for c in cells:
         if c.workers == 16 and c.procs == 2000:
             _mark(c.steady_cpu.p50 < 1.0, 'steady CPU under 1 ms at W=16, P=2000: %.3f ms' % c.steady_cpu.p50)
+            _mark(
+                c.reads_floor.p50 < 1.0,
+                '  ... possible at all: the reads alone (reads floor) under 1 ms at W=16, P=2000: %.3f ms'
+                % c.reads_floor.p50,
+            )
     worst = max(cells, key=lambda c: c.steady_cpu.p50 / c.floor.p50)
     for p in procs:
         sizes = sorted((c for c in cells if c.procs == p), key=lambda c: c.workers)

@@ -354,11 +354,12 @@ class ControlSocketClient:
         try:
             # A few hundred bytes into an empty socket buffer never wait in practice; when they would, the rest
             # goes out under the deadline.
-            sent = self._sock.send(frames, _NO_WAIT)
+            try:
+                sent = self._sock.send(frames, _NO_WAIT)
+            except BlockingIOError:
+                sent = 0
             if sent < len(frames):
                 self._send_rest(frames[sent:])
-        except BlockingIOError:
-            self._send_rest(frames)
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise _Dropped(str(exc)) from exc
         self._owed = len(commands)
@@ -405,13 +406,14 @@ class ControlSocketClient:
                     chunk = sock.recv(65536)
                 except BlockingIOError:
                     # A slow answer: precise timeouts for the rest of this connection, on the same budget.
-                    self._quick = False
                     spent = remaining - self.deadline.remaining()
                     remaining -= spent
                     wait -= spent
             if chunk is None:
                 if wait <= 0:
                     raise TimeoutError('no answer in time')
+                # Python's timeout mode makes the socket non-blocking: no quick blocking wait on it any more.
+                self._quick = False
                 sock.settimeout(wait)
                 chunk = sock.recv(65536)
         except ConnectionResetError as exc:

@@ -1241,4 +1241,8 @@ def test_parse_workers_follows_the_field_rules_for_any_values():
     entries += ['junk', None, {}, {'pid': 9}, [1]]
     parsed = cs.parse_workers({'workers': entries})
     assert parsed == reference_heartbeats(entries)
+    known = tuple(w.last_heartbeat_seconds for w in parsed if w.last_heartbeat_seconds is not None)
+    assert cs.heartbeat_ages({'workers': entries}) == known
+    for data in (None, [], {}, {'workers': 'x'}, {'workers': [None]}):
+        assert cs.heartbeat_ages(data) == ()
     assert all(type(w.last_heartbeat_seconds) in (float, type(None)) for w in parsed)

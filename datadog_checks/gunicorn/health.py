@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -41,10 +41,14 @@ class Churn(NamedTuple):
 
 
 def _heartbeat_ages(entries: tuple[ctl.WorkerHeartbeat, ...], uptime: float | None) -> tuple[float, ...]:
+    return _plausible([a for e in entries if (a := e.last_heartbeat_seconds) is not None], uptime)
+
+
+def _plausible(ages: Sequence[float], uptime: float | None) -> tuple[float, ...]:
     """Ages that can be true: a worker just forked can report a heartbeat computed against another clock (the chaos
     soak saw -299,260,051 s), and no worker's heartbeat is older than its master."""
     limit = uptime if uptime is not None else float('inf')
-    return tuple([a for e in entries if (a := e.last_heartbeat_seconds) is not None and 0 <= a <= limit])
+    return tuple([a for a in ages if 0 <= a <= limit])
 
 
 @dataclass
@@ -112,7 +116,7 @@ class ControlSocketMonitor:
             if then:
                 answers.update(self._answers(then, client.query_many(then), master))
         workers = answers['show workers']
-        web = ctl.parse_workers(workers) if workers is not None else ()
+        web = ctl.heartbeat_ages(workers) if workers is not None else ()
         dirty = None
         if 'show all' in answers and answers['show all'] is not None:
             dirty = _heartbeat_ages(ctl.parse_all(answers['show all']).dirty_workers, stats.uptime_seconds)
@@ -120,7 +124,7 @@ class ControlSocketMonitor:
             config = self._remember_config(key, stats, answers['show config'])
         if listeners is None:
             listeners = self._remember_listeners(key, stats, answers['show listeners'])
-        return Health(client.path, stats, config, _heartbeat_ages(web, stats.uptime_seconds), dirty, listeners)
+        return Health(client.path, stats, config, _plausible(web, stats.uptime_seconds), dirty, listeners)
 
     def _answers(self, commands: list[str], replies: Iterator[Any], master: Stat) -> dict[str, Any]:
         """Each command's reply data, None for one that failed: the stats already make the run worth reporting."""

@@ -3,13 +3,15 @@
 Protocol: a Unix stream socket; every message is one frame, a 4-byte big-endian payload length followed by that
 many bytes of UTF-8 JSON. A request is `{"id": N, "command": "show stats", "args": []}`; the reply repeats the id
 and is either `{"id": N, "status": "ok", "data": {...}}` or `{"id": N, "status": "error", "error": "..."}`.
-Several requests may share one connection. The socket has no authentication besides its file mode, and the same
-protocol carries commands that change the server (`worker kill`, `reload`, `shutdown`), so this client refuses to
-send anything but a fixed list of `show` commands.
+Several requests may share one connection, and may all be written before the first reply is read: the server
+handles a connection's frames one after another and answers them in order. The socket has no authentication besides
+its file mode, and the same protocol carries commands that change the server (`worker kill`, `reload`, `shutdown`),
+so this client refuses to send anything but a fixed list of `show` commands.
 
 Layout: framing (`encode_frame`, `decode_frame`), the client with its single deadline and its single error boundary
 (`ControlSocketClient`), where to look for the socket (`candidate_paths`), which socket belongs to which master
-(`verify_master`, `connect_verified`), and pure parsers from reply data to frozen dataclasses (`parse_*`).
+(`verify_master`, `connect_verified`, `verified_exchange`), and pure parsers from reply data to frozen dataclasses
+(`parse_*`, and `heartbeat_ages` for the one field the check reads on every run).
 """
 
 from __future__ import annotations

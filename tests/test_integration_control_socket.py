@@ -110,7 +110,13 @@ def test_show_commands_field_names(tmp_path):
         eventually(path, lambda c: c.show_all().dirty_workers, bool, 'a dirty worker in show all')
         with ControlSocketClient(path, TIMEOUT) as client:
             replies = {command: client.query(command) for command in sorted(cs.ALLOWED_COMMANDS)}
+            # The same commands pipelined in one write: the master answers each, in order, with the same fields.
+            pipelined = dict(
+                zip(sorted(cs.ALLOWED_COMMANDS), client.query_many(sorted(cs.ALLOWED_COMMANDS)), strict=True)
+            )
         assert client.connects == 1
+        assert {c: set(data) for c, data in pipelined.items()} == {c: set(data) for c, data in replies.items()}
+        assert pipelined['show stats']['pid'] == server.master_pid
 
         for command, fields in FIELDS.items():
             assert set(replies[command]) == fields, command
@@ -228,7 +234,10 @@ def test_queries_survive_a_storm_of_forks(tmp_path):
             while not done.is_set():
                 try:
                     with ControlSocketClient(path, 1.0, wait_for_socket=True) as client:
-                        answers.append(client.show_stats())
+                        # What the check sends on every run: two requests in one write.
+                        stats, workers = client.query_many(('show stats', 'show workers'))
+                    answers.append(cs.parse_stats(stats))
+                    assert len(workers['workers']) in (1, 2)
                     reconnects.append(client.connects - 1)
                 except cs.ControlSocketError as exc:
                     errors.append(exc)
@@ -315,6 +324,12 @@ def test_another_masters_socket_is_rejected(tmp_path):
             cs.verify_master(ControlSocketClient(path, TIMEOUT), second.master_pid)
         assert (info.value.expected_pid, info.value.actual_pid) == (second.master_pid, first.master_pid)
         assert path in str(info.value) and '--control-socket' in str(info.value)
+        with pytest.raises(WrongMaster):
+            cs.verified_exchange([path], second.master_pid, ['show workers', 'show config'], TIMEOUT)
+        client, stats, replies = cs.verified_exchange([path], first.master_pid, ['show workers'], TIMEOUT)
+        with client:
+            (workers,) = replies
+        assert stats.pid == first.master_pid and [w.pid for w in cs.parse_workers(workers)] == first.worker_pids()
 
 
 def test_a_stopped_master_times_out_within_the_deadline(tmp_path):

@@ -211,6 +211,14 @@ BEHAVIOURS = {
     'another master': lambda conn: _reply(
         conn, {'id': _read_request(conn)['id'], 'status': 'ok', 'data': {'pid': 1, 'workers_target': 99}}
     ),
+    # The check pipelines `show workers` behind `show stats`: a peer answering only the first, or closing after it.
+    'another master, second reply garbage': lambda conn: (
+        _reply(conn, {'id': _read_request(conn)['id'], 'status': 'ok', 'data': {'pid': 1}}),
+        conn.sendall(struct.pack('>I', 5) + b'{oops'),
+    ),
+    'error reply to both': lambda conn: [
+        _reply(conn, {'id': _read_request(conn)['id'], 'status': 'error', 'error': 'no'}) for _ in range(2)
+    ],
 }
 
 
@@ -248,8 +256,13 @@ def test_show_config_is_asked_once_per_reload(gunicorn, tmp_path, make_check, ag
     conf.write_text('timeout = 30\n')
     server, path = with_socket(gunicorn, tmp_path, workers=2, args=['-c', str(conf)])
     asked = []
-    real = ctl.ControlSocketClient.show_config
-    monkeypatch.setattr(ctl.ControlSocketClient, 'show_config', lambda self: asked.append(1) or real(self))
+    real = ctl.ControlSocketClient.query_many
+
+    def counting(self, commands):
+        asked.extend(c for c in commands if c == 'show config')
+        return real(self, commands)
+
+    monkeypatch.setattr(ctl.ControlSocketClient, 'query_many', counting)
     check = make_check(instance_for(server, control_socket=path))
     for _ in range(3):
         run_once(dd_run_check, aggregator, check)
@@ -264,3 +277,34 @@ def test_show_config_is_asked_once_per_reload(gunicorn, tmp_path, make_check, ag
     wait_for(lambda: len(server.worker_pids()) == 2 and not old & set(server.worker_pids()), 20, 'the HUP')
     wait_for(lambda: value_after_run(dd_run_check, aggregator, check, 'gunicorn.worker.timeout') == 20, 10, 'reload')
     assert len(asked) == 2
+
+
+@pytest.mark.parametrize('after_stats', ['hangs', 'closes'])
+def test_a_socket_answering_only_the_stats_still_reports_them(
+    after_stats, gunicorn, tmp_path, make_check, aggregator, dd_run_check
+):
+    # The check pipelines `show workers` (and on a first run `show config` and `show listeners`) behind `show stats`.
+    # A peer that answers the stats of the right master and then goes silent, or closes with the rest unread, costs
+    # the heartbeat metrics and at most the timeout, never the stats.
+    server = gunicorn(workers=2)
+
+    def stats_only(conn):
+        request = _read_request(conn)
+        if request['command'] == 'show stats':
+            stats = {'pid': server.master_pid, 'workers_target': 2, 'workers_spawned': 2, 'workers_killed': 0}
+            _reply(conn, {'id': request['id'], 'status': 'ok', 'data': dict(stats, reloads=0)})
+        if after_stats == 'closes':
+            conn.close()
+
+    fault = FaultServer(tmp_path / 'fault.ctl', stats_only)
+    try:
+        check = make_check(instance_for(server, control_socket=fault.path, control_socket_timeout=0.5))
+        started = time.monotonic()
+        run_once(dd_run_check, aggregator, check)
+        elapsed = time.monotonic() - started
+    finally:
+        fault.close()
+    assert value(aggregator, 'gunicorn.workers.target') == 2
+    assert not aggregator.metrics('gunicorn.worker.heartbeat_age.max')
+    assert check.warnings == []
+    assert elapsed < 5, elapsed

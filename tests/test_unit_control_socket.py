@@ -992,3 +992,257 @@ def test_wrong_typed_fields_become_none():
 )
 def test_worker_class_name(raw, short):
     assert cs.worker_class_name(raw) == short
+
+
+# Pipelining: several requests in one write, replies read back in order
+
+
+def replies_of(client: ControlSocketClient, *commands: str) -> list:
+    return list(client.query_many(commands))
+
+
+def test_requests_are_pipelined_in_one_connection(serve):
+    # This server reads both requests before answering either: a client waiting for the first reply before sending
+    # the second would time out here.
+    def both_then_answer(conn, srv):
+        requests = [srv.read(conn), srv.read(conn)]
+        for request in requests:
+            send_json(conn, ok(request, {'command': request['command']}))
+        srv.release.wait(10)
+
+    server = serve(both_then_answer)
+    with ControlSocketClient(server.path, TIMEOUT) as client:
+        assert replies_of(client, 'show stats', 'show workers') == [
+            {'command': 'show stats'},
+            {'command': 'show workers'},
+        ]
+    assert client.connects == 1 and [r['id'] for r in server.requests] == [1, 2]
+
+
+def test_pipelined_replies_keep_their_order_and_ids_across_exchanges(serve):
+    server = serve(answer(lambda request: {'command': request['command']}))
+    with ControlSocketClient(server.path, TIMEOUT) as client:
+        commands = sorted(cs.ALLOWED_COMMANDS)
+        assert replies_of(client, *commands) == [{'command': c} for c in commands]
+        assert client.query('show stats') == {'command': 'show stats'}
+        assert replies_of(client, 'show config', 'show all') == [{'command': 'show config'}, {'command': 'show all'}]
+    assert server.accepted == 1 and [r['id'] for r in server.requests] == list(range(1, 9))
+
+
+def test_a_pipelined_error_reply_does_not_stop_the_others(serve):
+    def picky(conn, srv):
+        while (request := srv.read(conn)) is not None:
+            if request['command'] == 'show listeners':
+                send_json(conn, {'id': request['id'], 'status': 'error', 'error': 'Unknown show target: listeners'})
+            else:
+                send_json(conn, ok(request, STATS))
+
+    server = serve(picky)
+    with ControlSocketClient(server.path, TIMEOUT) as client:
+        stats, failed, workers = replies_of(client, 'show stats', 'show listeners', 'show workers')
+    assert stats == workers == STATS
+    assert isinstance(failed, CommandFailed) and 'Unknown show target' in str(failed) and failed.path == server.path
+    assert server.accepted == 1
+
+
+def test_every_pipelined_command_is_checked_before_anything_is_sent(serve):
+    server = serve(answer())
+    client = ControlSocketClient(server.path, TIMEOUT)
+    with pytest.raises(ValueError, match='refusing'):
+        client.query_many(['show stats', 'reload'])
+    assert client.connects == 0 and server.accepted == 0
+
+
+def test_only_the_unanswered_requests_are_asked_again_after_a_drop(serve):
+    # A fork right after the first reply: Gunicorn closes the connection with the second request read or not.
+    def one_answer_per_connection(conn, srv):
+        send_json(conn, ok(srv.read(conn), {'connection': srv.accepted}))
+
+    server = serve(one_answer_per_connection)
+    with ControlSocketClient(server.path, TIMEOUT) as client:
+        assert replies_of(client, 'show stats', 'show workers') == [{'connection': 1}, {'connection': 2}]
+    assert client.connects == 2
+    # The first connection was closed with `show workers` unread (ECONNRESET for the client, not only EOF); the
+    # retry sends it alone, under a new id.
+    assert [(r['id'], r['command']) for r in server.requests] == [(1, 'show stats'), (3, 'show workers')]
+
+
+def test_a_server_that_closes_between_two_pipelined_replies(serve):
+    # Both requests read, only the first answered, then a clean close: EOF where the second reply should start.
+    def read_both_answer_one(conn, srv):
+        if srv.accepted == 1:
+            first, _ = srv.read(conn), srv.read(conn)
+            send_json(conn, ok(first, {'n': 1}))
+        else:
+            answer(lambda request: {'n': 2})(conn, srv)
+
+    server = serve(read_both_answer_one)
+    with ControlSocketClient(server.path, TIMEOUT) as client:
+        replies = client.query_many(('show stats', 'show workers'))
+        assert next(replies) == {'n': 1}
+        assert list(replies) == [{'n': 2}]
+    assert client.connects == 2
+    assert [(r['id'], r['command']) for r in server.requests][-1] == (3, 'show workers')
+
+
+def test_a_server_that_answers_only_the_first_pipelined_request_times_out(serve):
+    def stats_only(conn, srv):
+        while (request := srv.read(conn)) is not None:
+            if request['command'] == 'show stats':
+                send_json(conn, ok(request, STATS))
+        srv.release.wait(10)
+
+    server = serve(stats_only)
+    client = ControlSocketClient(server.path, TIMEOUT)
+    replies = client.query_many(('show stats', 'show workers'))
+    assert next(replies) == STATS
+    fails(SocketTimeout, server.path, lambda: next(replies), "'show workers'")
+    # The silent second reply was given up once, asked again on a fresh connection, then the deadline came.
+    assert server.accepted >= 2
+
+
+@pytest.mark.parametrize(
+    'second, error, fragment',
+    [
+        (struct.pack('>I', 2**31), ProtocolError, 'max_frame_bytes'),
+        (struct.pack('>I', 5) + b'{oops', ProtocolError, 'not UTF-8 JSON'),
+        (struct.pack('>I', 100) + b'{"id"', ProtocolError, 'mid-frame'),
+    ],
+    ids=['huge-length', 'garbage', 'cut'],
+)
+def test_a_bad_second_reply_is_mapped_and_leaves_the_first(serve, second, error, fragment):
+    def good_then_bad(conn, srv):
+        first, _ = srv.read(conn), srv.read(conn)
+        # Both frames in one write: the client gets them from one recv() and must still split them right.
+        conn.sendall(cs.encode_frame(ok(first, STATS)) + second)
+        if fragment != 'mid-frame':
+            srv.release.wait(10)
+
+    server = serve(good_then_bad)
+    client = ControlSocketClient(server.path, 5.0)
+    replies = client.query_many(('show stats', 'show workers'))
+    assert next(replies) == STATS
+    with timed() as elapsed:
+        assert fragment in str_fails(error, server.path, lambda: next(replies))
+    assert elapsed[0] < 1.0  # refused or noticed at once, not waited for until the 5 s deadline
+    assert client._sock is None
+
+
+def test_an_abandoned_iterator_does_not_put_the_connection_out_of_step(serve):
+    server = serve(answer(lambda request: {'command': request['command']}))
+    with ControlSocketClient(server.path, TIMEOUT) as client:
+        replies = client.query_many(('show stats', 'show workers', 'show config'))
+        assert next(replies) == {'command': 'show stats'}
+        del replies
+        # Two replies were still due on the old connection: a new one is opened rather than reading them as these.
+        assert client.query('show listeners') == {'command': 'show listeners'}
+    assert client.connects == 2
+
+
+def test_a_slow_answer_is_waited_for_with_precise_timeouts(serve):
+    # Slower than the short blocking first wait: the client goes on waiting, on the same connection.
+    def slow(conn, srv):
+        while (request := srv.read(conn)) is not None:
+            if srv.release.wait(cs._QUICK_WAIT_SECONDS * 3):
+                return
+            send_json(conn, ok(request, STATS))
+
+    server = serve(slow)
+    with ControlSocketClient(server.path, 2.0) as client:
+        assert replies_of(client, 'show stats', 'show workers') == [STATS, STATS]
+    assert client.connects == 1
+
+
+def test_a_send_that_cannot_finish_is_bounded_by_the_deadline(serve, monkeypatch):
+    # Allow-listed requests are too small to fill a socket buffer; a peer that never reads a large one shows that
+    # the send still ends at the deadline.
+    server = serve(lambda conn, srv: srv.release.wait(10))
+    monkeypatch.setattr(cs, '_request', lambda request_id, command: cs.encode_frame({'pad': 'x' * (3 << 20)}))
+    error = fails(SocketTimeout, server.path, ControlSocketClient(server.path, TIMEOUT).show_stats, 'sending')
+    assert isinstance(error.__cause__, TimeoutError)
+
+
+def test_the_request_frames_are_what_encode_frame_gives():
+    for command in cs.ALLOWED_COMMANDS:
+        assert cs._request(7, command) == cs.encode_frame({'id': 7, 'command': command, 'args': []})
+
+
+def test_verified_exchange_reads_nothing_more_from_another_master(serve):
+    # The second reply is garbage: reading it would be a ProtocolError, so WrongMaster proves it was not read.
+    def other_master(conn, srv):
+        first, _ = srv.read(conn), srv.read(conn)
+        send_json(conn, ok(first, dict(STATS, pid=2000)))
+        send_raw(conn, b'{oops')
+        srv.release.wait(10)
+
+    server = serve(other_master)
+    with pytest.raises(WrongMaster) as info:
+        cs.verified_exchange([server.path], 1000, ['show workers'], TIMEOUT)
+    assert info.value.actual_pid == 2000
+
+
+def test_verified_exchange_gives_the_other_replies_after_the_stats(serve):
+    server = serve(answer(lambda request: STATS if request['command'] == 'show stats' else {'workers': []}))
+    client, stats, replies = cs.verified_exchange([server.path], 1000, ['show workers', 'show config'], TIMEOUT)
+    with client:
+        assert stats.pid == 1000
+        assert list(replies) == [{'workers': []}, {'workers': []}]
+    assert server.accepted == 1 and [r['command'] for r in server.requests] == [
+        'show stats',
+        'show workers',
+        'show config',
+    ]
+
+
+def reference_heartbeats(entries):
+    """parse_workers' rules spelled with the per-field helpers, to check the inlined version against."""
+    workers = []
+    for entry in entries:
+        entry = cs._dict(entry)
+        pid = cs._int(entry.get('pid'))
+        if pid is not None:
+            workers.append(
+                cs.WorkerHeartbeat(
+                    pid, cs._int(entry.get('age')), cs._float(entry.get('last_heartbeat')), cs._strs(entry.get('apps'))
+                )
+            )
+    return tuple(sorted(workers, key=lambda w: (w.age is None, w.age or 0)))
+
+
+def test_parse_workers_follows_the_field_rules_for_any_values():
+    values = [
+        None,
+        True,
+        False,
+        0,
+        1,
+        2,
+        -3,
+        2**70,
+        10**400,
+        0.5,
+        1.0,
+        -2.5,
+        float('nan'),
+        float('inf'),
+        '1',
+        [],
+        {},
+        ['a', 1],
+        'app',
+    ]
+    entries = [
+        {'pid': pid, 'age': age, 'last_heartbeat': beat, 'apps': apps}
+        for pid in values[:8]
+        for age in values[:9]
+        for beat in values
+        for apps in (None, 'app', ['a', 1], 3)
+    ]
+    entries += ['junk', None, {}, {'pid': 9}, [1]]
+    parsed = cs.parse_workers({'workers': entries})
+    assert parsed == reference_heartbeats(entries)
+    known = tuple(w.last_heartbeat_seconds for w in parsed if w.last_heartbeat_seconds is not None)
+    assert cs.heartbeat_ages({'workers': entries}) == known
+    for data in (None, [], {}, {'workers': 'x'}, {'workers': [None]}):
+        assert cs.heartbeat_ages(data) == ()
+    assert all(type(w.last_heartbeat_seconds) in (float, type(None)) for w in parsed)

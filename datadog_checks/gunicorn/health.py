@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from . import control_socket as ctl
 from .procfs import ProcError, ProcessKey, ProcFS, Stat
@@ -40,11 +41,14 @@ class Churn(NamedTuple):
 
 
 def _heartbeat_ages(entries: tuple[ctl.WorkerHeartbeat, ...], uptime: float | None) -> tuple[float, ...]:
+    return _plausible([a for e in entries if (a := e.last_heartbeat_seconds) is not None], uptime)
+
+
+def _plausible(ages: Sequence[float], uptime: float | None) -> tuple[float, ...]:
     """Ages that can be true: a worker just forked can report a heartbeat computed against another clock (the chaos
     soak saw -299,260,051 s), and no worker's heartbeat is older than its master."""
     limit = uptime if uptime is not None else float('inf')
-    ages = (e.last_heartbeat_seconds for e in entries)
-    return tuple(a for a in ages if a is not None and 0 <= a <= limit)
+    return tuple([a for a in ages if 0 <= a <= limit])
 
 
 @dataclass
@@ -70,16 +74,24 @@ class ControlSocketMonitor:
         candidates = self._candidates(master)
         if not candidates:
             return None
+        key = master.key
+        # Everything whose need does not depend on this run's stats goes out with `show stats`: one round trip
+        # in the steady state. Configuration and listeners are asked with it only when nothing is known yet.
+        first = ['show workers']
+        if key not in self._configs:
+            first.append('show config')
+        if self._listeners.get(key, (None,))[0] is None:
+            first.append('show listeners')
         try:
-            client, stats = ctl.connect_verified(candidates, master.pid, self.timeout)
+            client, stats, replies = ctl.verified_exchange(candidates, master.pid, first, self.timeout)
         except ctl.ControlSocketError as exc:
             # Forget a socket that worked before (after a USR2 promotion the old master deletes the new one's
             # socket until its next fork): the next run looks at every candidate again.
-            self._paths.pop(master.key, None)
+            self._paths.pop(key, None)
             if self.configured_path:
                 raise
-            if master.key not in self._absent_logged:
-                self._absent_logged.add(master.key)
+            if key not in self._absent_logged:
+                self._absent_logged.add(key)
                 self.log.debug(
                     'No control socket for Gunicorn master %s, so no control-socket metrics (Gunicorn 25.1+ runs '
                     'one by default; older versions have none): %s',
@@ -87,33 +99,80 @@ class ControlSocketMonitor:
                     exc,
                 )
             return None
-        self._paths[master.key] = client.path
-        self._absent_logged.discard(master.key)
+        self._paths[key] = client.path
+        self._absent_logged.discard(key)
         with client:
-            config = self._config(client, master, stats)
-            web = self._optional(client.show_workers, master) or ()
-            dirty = None
+            answers = self._answers(first, replies, master)
+            config = self._fresh_config(key, stats)
+            listeners = self._fresh_listeners(key, stats)
+            then = []
+            if config is None and 'show config' not in answers:
+                then.append('show config')
             # `show all` waits on the dirty arbiter (up to 2 s): ask only when there is one, with what time is left.
             if stats.dirty_arbiter_pid is not None:
-                everything = self._optional(client.show_all, master)
-                dirty = (
-                    _heartbeat_ages(everything.dirty_workers, stats.uptime_seconds) if everything is not None else None
-                )
-            listeners = self._listeners_of(client, master, stats)
-        return Health(client.path, stats, config, _heartbeat_ages(web, stats.uptime_seconds), dirty, listeners)
+                then.append('show all')
+            if listeners is None and 'show listeners' not in answers:
+                then.append('show listeners')
+            if then:
+                answers.update(self._answers(then, client.query_many(then), master))
+        workers = answers['show workers']
+        web = ctl.heartbeat_ages(workers) if workers is not None else ()
+        dirty = None
+        if 'show all' in answers and answers['show all'] is not None:
+            dirty = _heartbeat_ages(ctl.parse_all(answers['show all']).dirty_workers, stats.uptime_seconds)
+        if config is None:
+            config = self._remember_config(key, stats, answers['show config'])
+        if listeners is None:
+            listeners = self._remember_listeners(key, stats, answers['show listeners'])
+        return Health(client.path, stats, config, _plausible(web, stats.uptime_seconds), dirty, listeners)
 
-    def _listeners_of(
-        self, client: ctl.ControlSocketClient, master: Stat, stats: ctl.Stats
-    ) -> tuple[ctl.Listener, ...]:
-        """`show listeners`, asked again only after a reload: one round trip less on every other run."""
-        known = self._listeners.get(master.key)
+    def _answers(self, commands: list[str], replies: Iterator[Any], master: Stat) -> dict[str, Any]:
+        """Each command's reply data, None for one that failed: the stats already make the run worth reporting."""
+        answers = dict.fromkeys(commands)
+        try:
+            for command, reply in zip(commands, replies, strict=True):
+                if isinstance(reply, ctl.CommandFailed):
+                    self.log.debug('Control socket of master %s: %s', master.pid, reply)
+                else:
+                    answers[command] = reply
+        except ctl.ControlSocketError as exc:
+            # The connection is closed: the replies not read yet stay None.
+            self.log.debug('Control socket of master %s: %s', master.pid, exc)
+        return answers
+
+    def _fresh_config(self, key: ProcessKey, stats: ctl.Stats) -> ctl.Config | None:
+        """The `show config` known for this master, unless it reloaded since (HUP, or `reload` on the socket).
+
+        A master's configuration changes only when it reloads, which `reloads` counts (a USR2 upgrade is another
+        master): asking once per reload instead of once per run saves a round trip and its parsing on every run
+        (measured: 0.3 ms of wall time and 0.1 ms of CPU a run).
+        """
+        cached = self._configs.get(key)
+        if cached is not None and stats.reloads is not None and cached[0] == stats.reloads:
+            return cached[1]
+        return None
+
+    def _remember_config(self, key: ProcessKey, stats: ctl.Stats, data: Any) -> ctl.Config:
+        if data is None:
+            return ctl.parse_config({})
+        config = ctl.parse_config(data)
+        if stats.reloads is not None:
+            self._configs[key] = (stats.reloads, config)
+        return config
+
+    def _fresh_listeners(self, key: ProcessKey, stats: ctl.Stats) -> tuple[ctl.Listener, ...] | None:
+        """The `show listeners` known for this master unless it reloaded since: binds change only on a reload."""
+        known = self._listeners.get(key)
         if known is not None and stats.reloads is not None and known[0] == stats.reloads:
             return known[1]
-        listeners = self._optional(client.show_listeners, master)
-        if listeners is None:
-            self._listeners.pop(master.key, None)
+        return None
+
+    def _remember_listeners(self, key: ProcessKey, stats: ctl.Stats, data: Any) -> tuple[ctl.Listener, ...]:
+        if data is None:
+            self._listeners.pop(key, None)
             return ()
-        self._listeners[master.key] = (stats.reloads, listeners)
+        listeners = ctl.parse_listeners(data)
+        self._listeners[key] = (stats.reloads, listeners)
         return listeners
 
     def churn(self, master: ProcessKey, stats: ctl.Stats) -> Churn | None:
@@ -133,35 +192,10 @@ class ControlSocketMonitor:
             max(now.reloads - before.reloads, 0),
         )
 
-    def _config(self, client: ctl.ControlSocketClient, master: Stat, stats: ctl.Stats) -> ctl.Config:
-        """`show config`, asked again only when the master has reloaded since (HUP, or `reload` on the socket).
-
-        A master's configuration changes only when it reloads, which `reloads` counts (a USR2 upgrade is another
-        master): asking once per reload instead of once per run saves a round trip and its parsing on every run
-        (measured: 0.3 ms of wall time and 0.1 ms of CPU a run).
-        """
-        cached = self._configs.get(master.key)
-        if cached is not None and stats.reloads is not None and cached[0] == stats.reloads:
-            return cached[1]
-        config = self._optional(client.show_config, master)
-        if config is None:
-            return ctl.parse_config({})
-        if stats.reloads is not None:
-            self._configs[master.key] = (stats.reloads, config)
-        return config
-
     def forget_except(self, masters: set[ProcessKey]) -> None:
         for table in (self._paths, self._counters, self._configs, self._listeners):
             for key in [k for k in table if k not in masters]:
                 del table[key]
-
-    def _optional(self, query, master: Stat):
-        """One more reply on the verified connection, or None: the stats already make the run worth reporting."""
-        try:
-            return query()
-        except ctl.ControlSocketError as exc:
-            self.log.debug('Control socket of master %s: %s', master.pid, exc)
-            return None
 
     def _candidates(self, master: Stat) -> list[str]:
         if self.configured_path:

@@ -317,3 +317,12 @@ def test_mount_options_of_the_proc_root():
     assert 'hidepid=invisible' not in parse_mount_options(mountinfo, '/host/proc')
     assert parse_mount_options(mountinfo, '/nowhere') is None
     assert 'rw' in ProcFS('/proc').mount_options()
+
+
+def test_stats_compare_by_value():
+    line = b'42 (a b) S 7 42 42 0 -1 0 0 0 0 0 11 3 0 0 20 0 4 0 9999 1000 250 18446744073709551615\n'
+    stat = parse_stat(line)
+    assert stat == parse_stat(line) and hash(stat) == hash(parse_stat(line))
+    assert stat != parse_stat(line.replace(b' 11 3 ', b' 12 3 '))
+    assert stat.key == (42, 9999) and stat.cpu_ticks == 14
+    assert repr(stat).startswith("Stat(pid=42, comm='a b', state='S', ppid=7,")

@@ -319,6 +319,30 @@ def test_mount_options_of_the_proc_root():
     assert 'rw' in ProcFS('/proc').mount_options()
 
 
+# Several files in one call
+
+
+def test_batch_reads_say_why_a_process_could_not_be_read(tmp_path):
+    fake = FakeProc(tmp_path).add(10, 1, 'x', cpu_ns=5).add(11, 1, 'y', cpu_ns=6).add(12, 1, 'z')
+    (tmp_path / '12' / 'schedstat').write_text('garbage\n')
+    procfs = ProcFS(str(tmp_path))
+    fake.remove(11)
+    found, failed = procfs.read_schedstats([10, 11, 12])
+    assert found == {10: (5, 0, 1)}
+    assert isinstance(failed[11], ProcessGone) and isinstance(failed[12], ProcUnsupported)
+    assert list(procfs.read_stats([12, 11, 10])) == [12, 10]
+    assert procfs.read_stats([10])[10] == procfs.read_stat(10)
+
+
+def test_threaded_pids_in_a_batch_are_summed_over_their_threads(tmp_path):
+    fake = FakeProc(tmp_path).add(10, 1, 'x', cpu_ns=5, threads=2).add(11, 1, 'y', cpu_ns=6, threads=2)
+    fake.set_thread_cpu(10, 1001, 100)
+    fake.set_thread_cpu(11, 1101, 100)
+    found, failed = ProcFS(str(tmp_path)).read_schedstats([10, 11, 12], threaded={11, 12})
+    assert (found[10].on_cpu_ns, found[11].on_cpu_ns) == (5, 106)
+    assert list(failed) == [12] and isinstance(failed[12], ProcessGone)
+
+
 def test_stats_compare_by_value():
     line = b'42 (a b) S 7 42 42 0 -1 0 0 0 0 0 11 3 0 0 20 0 4 0 9999 1000 250 18446744073709551615\n'
     stat = parse_stat(line)

@@ -4,6 +4,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from datadog_checks.gunicorn.procfs import (
 )
 
 from .fakeproc import FakeProc
+from .gunicorn_env import wait_for
 
 CAPTURED = Path(__file__).parent / 'fixtures' / 'proc'
 
@@ -180,6 +183,20 @@ def test_a_held_stat_follows_its_process_to_the_zombie_state_and_out():
     assert procfs.held == 0
 
 
+def test_a_held_title_follows_its_process_out():
+    procfs = ProcFS('/proc', max_held=8)
+    child = _child()
+    try:
+        assert procfs.read_title(child) == procfs.read_title(os.getpid())  # a fork shows its parent's title
+        assert procfs.held == 2
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+    with pytest.raises(ProcessGone):
+        procfs.read_title(child)
+    assert procfs.held == 1  # this process's
+
+
 def test_files_unread_since_the_last_release_are_closed_and_close_closes_all():
     baseline = _open_fds()
     children = [_child(), _child()]
@@ -319,7 +336,7 @@ def test_mount_options_of_the_proc_root():
     assert 'rw' in ProcFS('/proc').mount_options()
 
 
-# Several files in one call
+# Several files in one call, and the threads of a process remembered between reads
 
 
 def test_batch_reads_say_why_a_process_could_not_be_read(tmp_path):
@@ -341,6 +358,121 @@ def test_threaded_pids_in_a_batch_are_summed_over_their_threads(tmp_path):
     found, failed = ProcFS(str(tmp_path)).read_schedstats([10, 11, 12], threaded={11, 12})
     assert (found[10].on_cpu_ns, found[11].on_cpu_ns) == (5, 106)
     assert list(failed) == [12] and isinstance(failed[12], ProcessGone)
+
+
+def _listings(monkeypatch) -> list[int]:
+    listed = []
+    real = ProcFS._listdir
+    monkeypatch.setattr(ProcFS, '_listdir', lambda self, pid, name: listed.append(pid) or real(self, pid, name))
+    return listed
+
+
+def test_remembered_threads_are_summed_until_their_count_changes(tmp_path, monkeypatch):
+    fake = FakeProc(tmp_path).add(10, 1, 'gunicorn: worker [a]', cpu_ns=5, threads=2)
+    procfs = ProcFS(str(tmp_path))
+    listed = _listings(monkeypatch)
+    assert procfs.read_thread_schedstats(10).on_cpu_ns == 5
+    fake.set_thread_cpu(10, 1001, 7)
+    assert procfs.read_thread_schedstats(10).on_cpu_ns == 12
+    assert listed == [10]
+    (tmp_path / '10' / 'task' / '1002').mkdir()  # a new pool thread
+    fake.set_thread_cpu(10, 1002, 100)
+    fake.set_stat(10, ppid=1, comm='gunicorn: worke', threads=3)
+    assert procfs.read_thread_schedstats(10).on_cpu_ns == 112
+    assert listed == [10, 10]
+
+
+def test_a_remembered_thread_replaced_by_another_is_listed_again(tmp_path, monkeypatch):
+    fake = FakeProc(tmp_path).add(10, 1, 'gunicorn: worker [a]', cpu_ns=5, threads=2)
+    fake.set_thread_cpu(10, 1001, 7)
+    procfs = ProcFS(str(tmp_path))
+    assert procfs.read_thread_schedstats(10).on_cpu_ns == 12
+    shutil.rmtree(tmp_path / '10' / 'task' / '1001')  # same count, another thread
+    (tmp_path / '10' / 'task' / '1002').mkdir()
+    fake.set_thread_cpu(10, 1002, 100)
+    listed = _listings(monkeypatch)
+    assert procfs.read_thread_schedstats(10).on_cpu_ns == 105
+    assert listed == [10]
+
+
+def test_thread_lists_unused_since_the_last_release_are_forgotten(tmp_path, monkeypatch):
+    FakeProc(tmp_path).add(10, 1, 'x', threads=2).add(11, 1, 'y', threads=2)
+    procfs = ProcFS(str(tmp_path))
+    procfs.read_thread_schedstats(10)
+    procfs.read_children(11)
+    procfs.release_unused()
+    procfs.read_thread_schedstats(10)
+    procfs.release_unused()
+    listed = _listings(monkeypatch)
+    procfs.read_thread_schedstats(10)
+    procfs.read_children(11, threads=2)
+    assert listed == [11]
+
+
+def test_held_thread_files_follow_their_process_out():
+    # A process with a second thread; its per-thread schedstat files are held and fail once it is reaped.
+    child = subprocess.Popen(
+        [sys.executable, '-c', 'import sys, threading; threading.Thread(target=sys.stdin.read).start(); input()'],
+        stdin=subprocess.PIPE,
+    )
+    procfs = ProcFS('/proc', max_held=8)
+    try:
+        wait_for(lambda: len(os.listdir('/proc/%d/task' % child.pid)) == 2, what='the second thread')
+        first = procfs.read_thread_schedstats(child.pid)
+        assert procfs.held == 2
+        again = procfs.read_thread_schedstats(child.pid)  # stat too, to count the threads it remembers
+        assert again.on_cpu_ns >= first.on_cpu_ns and procfs.held == 3
+    finally:
+        child.kill()
+        child.wait()
+    with pytest.raises(ProcessGone):
+        procfs.read_thread_schedstats(child.pid)
+    assert procfs.held == 2  # its stat was dropped when it failed; the threads' files go at the release after next
+    procfs.release_unused()
+    procfs.release_unused()
+    assert procfs.held == 0 and child.pid not in procfs._threads
+
+
+def test_a_real_thread_started_between_reads_is_summed():
+    child = subprocess.Popen(
+        [sys.executable, '-c', 'import threading; input(); threading.Thread(target=input).start(); input()'],
+        stdin=subprocess.PIPE,
+    )
+    procfs = ProcFS('/proc', max_held=8)
+    try:
+        procfs.read_thread_schedstats(child.pid)
+        assert procfs._threads[child.pid] == [str(child.pid)]  # the interpreter waits on its main thread
+        child.stdin.write(b'\n')
+        child.stdin.flush()
+        wait_for(lambda: procfs.read_stat(child.pid).num_threads == 2, what='the second thread')
+        procfs.read_thread_schedstats(child.pid)
+        assert sorted(procfs._threads[child.pid]) == sorted(os.listdir('/proc/%d/task' % child.pid))
+        assert len(procfs._threads[child.pid]) == 2
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_real_thread_replaced_by_another_is_listed_again():
+    # Thread A exits and B starts: the count is the same, A's held file fails and the threads are listed again.
+    script = (
+        'import threading\nfor _ in range(2):\n    t = threading.Thread(target=input)\n    t.start()\n    t.join()\n'
+    )
+    child = subprocess.Popen([sys.executable, '-c', script], stdin=subprocess.PIPE)
+    procfs = ProcFS('/proc', max_held=8)
+    task = '/proc/%d/task' % child.pid
+    try:
+        first = wait_for(lambda: len(tids := os.listdir(task)) == 2 and tids, what='thread A')
+        procfs.read_thread_schedstats(child.pid)
+        assert sorted(procfs._threads[child.pid]) == sorted(first)
+        child.stdin.write(b'\n')
+        child.stdin.flush()
+        second = wait_for(lambda: len(tids := os.listdir(task)) == 2 and set(tids) != set(first) and tids, what='B')
+        procfs.read_thread_schedstats(child.pid)
+        assert sorted(procfs._threads[child.pid]) == sorted(second)
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_stats_compare_by_value():

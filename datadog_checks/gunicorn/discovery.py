@@ -370,7 +370,7 @@ class Discovery:
         pids: Iterable[int]
         if self._children_supported:
             try:
-                pids = self.procfs.read_children(parent.pid)
+                pids = self.procfs.read_children(parent.pid, parent.num_threads)
             except ProcUnsupported:
                 self.log.debug('No /proc/PID/task/*/children on this kernel; finding children by walking the table')
                 self._children_supported = False

@@ -283,12 +283,18 @@ def _proc_error(exc: OSError, pid: int, path: str) -> ProcError:
 class ProcFS:
     """The process tree as seen under `root` (the Agent's procfs_path, e.g. /host/proc in a container).
 
-    With `max_held`, the stat and schedstat (per process and per thread) files it reads stay open, up to that many,
-    until a call to `release_unused` finds them unread since the previous call: the check reads the same few of them
-    on every run, and reading an open file again is one pread() where reading by path is open, read and close
-    (measured: 4 us against 9 us for a stat, 1.3 us against 7 us for a worker's schedstat). It reads the same thing:
-    an open /proc file is tied to the process it was opened for, so once that process has been reaped the read fails
-    (ESRCH) and the file is opened again by path, which finds whatever process has the pid by then, or none.
+    With `max_held`, the stat, schedstat (per process and per thread) and command-line files it reads stay open, up
+    to that many, until a call to `release_unused` finds them unread since the previous call: the check reads the
+    same few of them on every run, and reading an open file again is one pread() where reading by path is open, read
+    and close (measured: 4 us against 9 us for a stat, 1.3 us against 7 us for a worker's schedstat). It reads the
+    same thing: an open /proc file is tied to the process it was opened for, so once that process has been reaped
+    the read fails (ESRCH) and the file is opened again by path, which finds whatever process has the pid by then,
+    or none.
+
+    The thread ids of a process are remembered from its last listing under /proc/PID/task, and stand in for a new
+    listing while /proc/PID/stat counts as many threads and each remembered one still reads: each thread that reads
+    was alive when the threads were counted (a thread id comes back only once the pid space wraps), so those are all
+    of them.
     """
 
     def __init__(self, root: str = DEFAULT_ROOT, max_held: int = 0):
@@ -297,7 +303,9 @@ class ProcFS:
         # would keep showing a process whose files were deleted. Such roots are read by path.
         self.max_held = max_held if max_held and is_procfs(self.root) else 0
         self._held: dict[tuple[int, str], int] = {}
+        # Held files read since the last `release_unused`, and (pid, 'task') for each remembered thread list used.
         self._read_since_release: set[tuple[int, str]] = set()
+        self._threads: dict[int, list[str]] = {}
         self._lock = threading.Lock()
         # Closed with the object even if nobody calls close(): descriptors must not outlive a dropped check.
         self._finalizer = weakref.finalize(self, _close_all, self._held)
@@ -382,10 +390,13 @@ class ProcFS:
         return data
 
     def release_unused(self) -> None:
-        """Close the held files not read since the last call: their processes left the check's view."""
+        """Close the held files not read since the last call, and forget thread lists not used since then either:
+        their processes left the check's view."""
         with self._lock:
             for key in [k for k in self._held if k not in self._read_since_release]:
                 os.close(self._held.pop(key))
+            for pid in [p for p in self._threads if (p, 'task') not in self._read_since_release]:
+                del self._threads[pid]
             self._read_since_release.clear()
 
     def close(self) -> None:
@@ -464,11 +475,28 @@ class ProcFS:
         successive sums can shrink when one exits: callers clamp differences at zero.
         """
         with self._lock:
+            tids = self._threads.get(pid)
+            if tids is not None and self._thread_count(pid) == len(tids):
+                total, alive = self._sum_thread_schedstats(pid, tids)
+                if len(alive) == len(tids):
+                    self._read_since_release.add((pid, 'task'))
+                    return total
+                # A remembered thread exited (and another took its place, or the count would differ): list again.
             tids = self._listdir(pid, 'task')
-            total, _ = self._sum_thread_schedstats(pid, tids)
-        if not tids:
-            raise ProcessGone(pid, self.path(pid, 'task'), 'no threads left')
-        return total
+            total, alive = self._sum_thread_schedstats(pid, tids)
+            if not tids:
+                raise ProcessGone(pid, self.path(pid, 'task'), 'no threads left')
+            self._threads[pid] = alive
+            self._read_since_release.add((pid, 'task'))
+            return total
+
+    def _thread_count(self, pid: int) -> int | None:
+        """The number of threads /proc/PID/stat shows now, or None if it cannot tell (the lock is held)."""
+        (data,) = self._read_held_files([(pid, 'stat')])
+        try:
+            return parse_stat(data).num_threads if isinstance(data, bytes) else None
+        except (ValueError, IndexError):
+            return None
 
     def _sum_thread_schedstats(self, pid: int, tids: list[str]) -> tuple[SchedStat, list[str]]:
         """The schedstat of those of `tids` still alive, summed, and which they are (the lock is held)."""
@@ -494,7 +522,9 @@ class ProcFS:
         return parse_cmdline(self._read(pid, 'cmdline', whole=True))
 
     def read_title(self, pid: int) -> str:
-        return parse_title(self._read(pid, 'cmdline'))
+        # Held like stat: the check reads its masters' titles on every run. An open cmdline fails its read (ESRCH)
+        # once its process is gone, as stat does.
+        return parse_title(self._read_held(pid, 'cmdline'))
 
     def _listdir(self, pid: int, name: str) -> list[str]:
         path = self.path(pid, name)
@@ -573,13 +603,28 @@ class ProcFS:
         except OSError:
             return None
 
-    def read_children(self, pid: int) -> set[int]:
+    def read_children(self, pid: int, threads: int | None = None) -> set[int]:
         """Children of every thread of `pid` (a child is listed under the thread that forked it).
 
         The kernel builds this list without locking the whole tree, so callers must confirm each child's ppid.
+        `threads` is the thread count /proc/PID/stat showed just before, which lets the thread list remembered from an
+        earlier listing stand in for a new one. Children files are read by path even then: an open one whose thread
+        exited reads empty instead of failing, so only a read by path shows that a remembered thread is gone.
         """
+        tids = self._threads.get(pid) if threads is not None else None
+        if tids is not None and len(tids) == threads:
+            children: set[int] = set()
+            try:
+                for tid in tids:
+                    children |= parse_children(self._read(pid, 'task', tid, 'children'))
+            except ProcessGone:
+                pass  # a remembered thread exited: list them again
+            else:
+                self._read_since_release.add((pid, 'task'))
+                return children
         tids = self._listdir(pid, 'task')
-        children: set[int] = set()
+        children = set()
+        alive = []
         for tid in tids:
             try:
                 children |= parse_children(self._read(pid, 'task', tid, 'children'))
@@ -589,4 +634,7 @@ class ProcFS:
                 if not os.path.exists(self.path(pid, 'task', tid)):
                     continue  # that thread exited: its children moved to another thread or were reaped
                 raise ProcUnsupported(pid, self.path(pid, 'task', tid, 'children'), 'no CONFIG_PROC_CHILDREN') from None
+            alive.append(tid)
+        self._threads[pid] = alive
+        self._read_since_release.add((pid, 'task'))
         return children

@@ -475,6 +475,20 @@ def test_a_real_thread_replaced_by_another_is_listed_again():
         child.wait()
 
 
+def test_uptime_is_the_clock_of_proc_uptime():
+    # Read from the clock rather than the file on a proc root; /proc/uptime shows hundredths of a second, truncated.
+    procfs = ProcFS('/proc')
+    assert procfs._on_procfs
+    before = procfs.read_uptime()
+    with open('/proc/uptime', 'rb') as f:
+        shown = float(f.read().split()[0])
+    after = procfs.read_uptime()
+    assert before - 0.01 < shown <= after + 1e-9
+    # And the clock of process start times: this process started before now, and less than a day ago.
+    age = after - procfs.read_stat(os.getpid()).start_ticks / os.sysconf('SC_CLK_TCK')
+    assert 0 <= age < 86400
+
+
 def test_stats_compare_by_value():
     line = b'42 (a b) S 7 42 42 0 -1 0 0 0 0 0 11 3 0 0 20 0 4 0 9999 1000 250 18446744073709551615\n'
     stat = parse_stat(line)

@@ -14,6 +14,7 @@ import os
 import re
 import resource
 import threading
+import time
 import weakref
 from collections.abc import Container, Iterable
 from typing import NamedTuple
@@ -299,9 +300,10 @@ class ProcFS:
 
     def __init__(self, root: str = DEFAULT_ROOT, max_held: int = 0):
         self.root = root.rstrip('/') or '/'
+        self._on_procfs = is_procfs(self.root)
         # Only a proc filesystem ties an open file to its process: a tree of regular files (the tests' fake roots)
         # would keep showing a process whose files were deleted. Such roots are read by path.
-        self.max_held = max_held if max_held and is_procfs(self.root) else 0
+        self.max_held = max_held if self._on_procfs else 0
         self._held: dict[tuple[int, str], int] = {}
         # Held files read since the last `release_unused`, and (pid, 'task') for each remembered thread list used.
         self._read_since_release: set[tuple[int, str]] = set()
@@ -534,6 +536,10 @@ class ProcFS:
             raise _proc_error(exc, pid, path) from exc
 
     def read_uptime(self) -> float:
+        if self._on_procfs:
+            # /proc/uptime is this clock, in the reader's time namespace like the start times in /proc/PID/stat; its
+            # buffered open, read and close cost 15 us, the clock 0.1.
+            return time.clock_gettime(time.CLOCK_BOOTTIME)
         path = '%s/uptime' % self.root
         try:
             with open(path, 'rb') as f:

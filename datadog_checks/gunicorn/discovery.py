@@ -364,7 +364,9 @@ class Discovery:
                 tree.dirty_workers.append(child)
 
     def _titled_children(self, parent: Stat) -> list[tuple[Stat, Title | None]]:
-        return [(stat, self._title(stat)) for stat in self._children(parent)]
+        # The cache is looked up here first: every worker's title comes from it on every run but its first.
+        titles = self._titles
+        return [(stat, titles.get(stat.key) or self._title(stat)) for stat in self._children(parent)]
 
     def _children(self, parent: Stat) -> list[Stat]:
         pids: Iterable[int]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 
 import pytest
 
@@ -405,3 +406,57 @@ def test_a_stale_pid_file_without_a_name_finds_nothing(tmp_path):
     d = Discovery(ProcFS(str(tmp_path)), None, LOG, pid_file=str(tmp_path / 'absent.pid'))
     assert d.trees() == []
     assert 'does not exist' in str(d.pid_file_problem)
+
+
+# The master's threads: remembered between runs, listed again when they change
+
+
+def listings_of(monkeypatch, pid: int) -> list[str]:
+    """Every listing of /proc/PID/task from now on."""
+    listed = []
+    real = ProcFS._listdir
+    monkeypatch.setattr(
+        ProcFS, '_listdir', lambda self, p, name: (listed.append(name) if p == pid else None) or real(self, p, name)
+    )
+    return listed
+
+
+def test_the_steady_state_does_not_list_the_masters_threads(tmp_path, monkeypatch):
+    fake = app_tree(FakeProc(tmp_path), workers=(101,))
+    fake.add(100, 1, 'gunicorn: master [a]', children=(101,), threads=2)  # the control socket's thread
+    d = make(tmp_path)
+    d.trees()
+    listed = listings_of(monkeypatch, 100)
+    for _ in range(3):
+        assert pids(d.trees()[0].workers) == [101]
+    assert listed == []
+
+
+def test_a_master_thread_replaced_by_another_between_runs(tmp_path, monkeypatch):
+    # Same thread count, different thread: its children (and the new thread's) are found by listing again.
+    fake = app_tree(FakeProc(tmp_path), workers=(101, 102, 103))
+    fake.add(100, 1, 'gunicorn: master [a]', children=(101,), threads=2)
+    fake.set_children(100, (102,), tid=10001)
+    d = make(tmp_path)
+    assert pids(d.trees()[0].workers) == [101, 102]
+    shutil.rmtree(tmp_path / '100' / 'task' / '10001')
+    (tmp_path / '100' / 'task' / '10002').mkdir()
+    fake.set_children(100, (102, 103), tid=10002)
+    listed = listings_of(monkeypatch, 100)
+    assert pids(d.trees()[0].workers) == [101, 102, 103]
+    assert listed == ['task']
+    assert pids(d.trees()[0].workers) == [101, 102, 103]
+    assert listed == ['task']  # and the new list is remembered
+
+
+def test_a_new_master_thread_is_listed(tmp_path, monkeypatch):
+    fake = app_tree(FakeProc(tmp_path), workers=(101, 102))
+    fake.add(100, 1, 'gunicorn: master [a]', children=(101,))
+    d = make(tmp_path)
+    assert pids(d.trees()[0].workers) == [101]
+    (tmp_path / '100' / 'task' / '10001').mkdir()
+    fake.set_children(100, (102,), tid=10001)
+    fake.set_stat(100, ppid=1, comm='gunicorn: maste', threads=2)
+    listed = listings_of(monkeypatch, 100)
+    assert pids(d.trees()[0].workers) == [101, 102]
+    assert listed == ['task']

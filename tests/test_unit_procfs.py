@@ -4,6 +4,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from datadog_checks.gunicorn.procfs import (
 )
 
 from .fakeproc import FakeProc
+from .gunicorn_env import wait_for
 
 CAPTURED = Path(__file__).parent / 'fixtures' / 'proc'
 
@@ -180,6 +183,20 @@ def test_a_held_stat_follows_its_process_to_the_zombie_state_and_out():
     assert procfs.held == 0
 
 
+def test_a_held_title_follows_its_process_out():
+    procfs = ProcFS('/proc', max_held=8)
+    child = _child()
+    try:
+        assert procfs.read_title(child) == procfs.read_title(os.getpid())  # a fork shows its parent's title
+        assert procfs.held == 2
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+    with pytest.raises(ProcessGone):
+        procfs.read_title(child)
+    assert procfs.held == 1  # this process's
+
+
 def test_files_unread_since_the_last_release_are_closed_and_close_closes_all():
     baseline = _open_fds()
     children = [_child(), _child()]
@@ -317,3 +334,183 @@ def test_mount_options_of_the_proc_root():
     assert 'hidepid=invisible' not in parse_mount_options(mountinfo, '/host/proc')
     assert parse_mount_options(mountinfo, '/nowhere') is None
     assert 'rw' in ProcFS('/proc').mount_options()
+
+
+# Several files in one call, and the threads of a process remembered between reads
+
+
+def test_batch_reads_say_why_a_process_could_not_be_read(tmp_path):
+    fake = FakeProc(tmp_path).add(10, 1, 'x', cpu_ns=5).add(11, 1, 'y', cpu_ns=6).add(12, 1, 'z')
+    (tmp_path / '12' / 'schedstat').write_text('garbage\n')
+    procfs = ProcFS(str(tmp_path))
+    fake.remove(11)
+    found, failed = procfs.read_cpu_times([10, 11, 12])
+    assert found == {10: (5, 0)}
+    assert isinstance(failed[11], ProcessGone) and isinstance(failed[12], ProcUnsupported)
+    assert list(procfs.read_stats([12, 11, 10])) == [12, 10]
+    assert procfs.read_stats([10])[10] == procfs.read_stat(10)
+
+
+def test_batch_reads_of_held_files_follow_their_process_out():
+    procfs = ProcFS('/proc', max_held=8)
+    children = [_child(), _child()]
+    try:
+        procfs.read_cpu_times(children)
+        assert procfs.held == 2
+        found, failed = procfs.read_cpu_times(children)  # from the open files
+        assert list(found) == children and not failed
+        os.kill(children[0], signal.SIGKILL)
+        os.waitpid(children[0], 0)
+        found, failed = procfs.read_cpu_times(children)
+        assert list(found) == children[1:] and isinstance(failed[children[0]], ProcessGone)
+        assert procfs.held == 1
+    finally:
+        os.kill(children[1], signal.SIGKILL)
+        os.waitpid(children[1], 0)
+
+
+def test_threaded_pids_in_a_batch_are_summed_over_their_threads(tmp_path):
+    fake = FakeProc(tmp_path).add(10, 1, 'x', cpu_ns=5, threads=2).add(11, 1, 'y', cpu_ns=6, threads=2)
+    fake.set_thread_cpu(10, 1001, 100)
+    fake.set_thread_cpu(11, 1101, 100)
+    found, failed = ProcFS(str(tmp_path)).read_cpu_times([12, 11, 10], threads={11: 2, 12: 2, 10: 1})
+    assert found == {11: (106, 0), 10: (5, 0)} and list(found) == [11, 10]
+    assert list(failed) == [12] and isinstance(failed[12], ProcessGone)
+
+
+def _listings(monkeypatch) -> list[int]:
+    listed = []
+    real = ProcFS._listdir
+    monkeypatch.setattr(ProcFS, '_listdir', lambda self, pid, name: listed.append(pid) or real(self, pid, name))
+    return listed
+
+
+def test_remembered_threads_are_summed_until_their_count_changes(tmp_path, monkeypatch):
+    fake = FakeProc(tmp_path).add(10, 1, 'gunicorn: worker [a]', cpu_ns=5, threads=2)
+    procfs = ProcFS(str(tmp_path))
+    listed = _listings(monkeypatch)
+    assert procfs.read_thread_schedstats(10).on_cpu_ns == 5
+    fake.set_thread_cpu(10, 1001, 7)
+    assert procfs.read_thread_schedstats(10).on_cpu_ns == 12
+    assert listed == [10]
+    (tmp_path / '10' / 'task' / '1002').mkdir()  # a new pool thread
+    fake.set_thread_cpu(10, 1002, 100)
+    fake.set_stat(10, ppid=1, comm='gunicorn: worke', threads=3)
+    assert procfs.read_thread_schedstats(10).on_cpu_ns == 112
+    assert listed == [10, 10]
+
+
+def test_a_remembered_thread_replaced_by_another_is_listed_again(tmp_path, monkeypatch):
+    fake = FakeProc(tmp_path).add(10, 1, 'gunicorn: worker [a]', cpu_ns=5, threads=2)
+    fake.set_thread_cpu(10, 1001, 7)
+    procfs = ProcFS(str(tmp_path))
+    assert procfs.read_thread_schedstats(10).on_cpu_ns == 12
+    shutil.rmtree(tmp_path / '10' / 'task' / '1001')  # same count, another thread
+    (tmp_path / '10' / 'task' / '1002').mkdir()
+    fake.set_thread_cpu(10, 1002, 100)
+    listed = _listings(monkeypatch)
+    assert procfs.read_thread_schedstats(10).on_cpu_ns == 105
+    assert listed == [10]
+
+
+def test_thread_lists_unused_since_the_last_release_are_forgotten(tmp_path, monkeypatch):
+    FakeProc(tmp_path).add(10, 1, 'x', threads=2).add(11, 1, 'y', threads=2)
+    procfs = ProcFS(str(tmp_path))
+    procfs.read_thread_schedstats(10)
+    procfs.read_children(11)
+    procfs.release_unused()
+    procfs.read_thread_schedstats(10)
+    procfs.release_unused()
+    listed = _listings(monkeypatch)
+    procfs.read_thread_schedstats(10)
+    procfs.read_children(11, threads=2)
+    assert listed == [11]
+
+
+def test_held_thread_files_follow_their_process_out():
+    # A process with a second thread; its per-thread schedstat files are held and fail once it is reaped.
+    child = subprocess.Popen(
+        [sys.executable, '-c', 'import sys, threading; threading.Thread(target=sys.stdin.read).start(); input()'],
+        stdin=subprocess.PIPE,
+    )
+    procfs = ProcFS('/proc', max_held=8)
+    try:
+        wait_for(lambda: len(os.listdir('/proc/%d/task' % child.pid)) == 2, what='the second thread')
+        first = procfs.read_thread_schedstats(child.pid)
+        assert procfs.held == 2
+        again = procfs.read_thread_schedstats(child.pid)  # stat too, to count the threads it remembers
+        assert again.on_cpu_ns >= first.on_cpu_ns and procfs.held == 3
+    finally:
+        child.kill()
+        child.wait()
+    with pytest.raises(ProcessGone):
+        procfs.read_thread_schedstats(child.pid)
+    assert procfs.held == 2  # its stat was dropped when it failed; the threads' files go at the release after next
+    procfs.release_unused()
+    procfs.release_unused()
+    assert procfs.held == 0 and child.pid not in procfs._threads
+
+
+def test_a_real_thread_started_between_reads_is_summed():
+    child = subprocess.Popen(
+        [sys.executable, '-c', 'import threading; input(); threading.Thread(target=input).start(); input()'],
+        stdin=subprocess.PIPE,
+    )
+    procfs = ProcFS('/proc', max_held=8)
+    try:
+        procfs.read_thread_schedstats(child.pid)
+        assert procfs._threads[child.pid] == [str(child.pid)]  # the interpreter waits on its main thread
+        child.stdin.write(b'\n')
+        child.stdin.flush()
+        wait_for(lambda: procfs.read_stat(child.pid).num_threads == 2, what='the second thread')
+        procfs.read_thread_schedstats(child.pid)
+        assert sorted(procfs._threads[child.pid]) == sorted(os.listdir('/proc/%d/task' % child.pid))
+        assert len(procfs._threads[child.pid]) == 2
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_real_thread_replaced_by_another_is_listed_again():
+    # Thread A exits and B starts: the count is the same, A's held file fails and the threads are listed again.
+    script = (
+        'import threading\nfor _ in range(2):\n    t = threading.Thread(target=input)\n    t.start()\n    t.join()\n'
+    )
+    child = subprocess.Popen([sys.executable, '-c', script], stdin=subprocess.PIPE)
+    procfs = ProcFS('/proc', max_held=8)
+    task = '/proc/%d/task' % child.pid
+    try:
+        first = wait_for(lambda: len(tids := os.listdir(task)) == 2 and tids, what='thread A')
+        procfs.read_thread_schedstats(child.pid)
+        assert sorted(procfs._threads[child.pid]) == sorted(first)
+        child.stdin.write(b'\n')
+        child.stdin.flush()
+        second = wait_for(lambda: len(tids := os.listdir(task)) == 2 and set(tids) != set(first) and tids, what='B')
+        procfs.read_thread_schedstats(child.pid)
+        assert sorted(procfs._threads[child.pid]) == sorted(second)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_uptime_is_the_clock_of_proc_uptime():
+    # Read from the clock rather than the file on a proc root; /proc/uptime shows hundredths of a second, truncated.
+    procfs = ProcFS('/proc')
+    assert procfs._on_procfs
+    before = procfs.read_uptime()
+    with open('/proc/uptime', 'rb') as f:
+        shown = float(f.read().split()[0])
+    after = procfs.read_uptime()
+    assert before - 0.01 < shown <= after + 1e-9
+    # And the clock of process start times: this process started before now, and less than a day ago.
+    age = after - procfs.read_stat(os.getpid()).start_ticks / os.sysconf('SC_CLK_TCK')
+    assert 0 <= age < 86400
+
+
+def test_stats_compare_by_value():
+    line = b'42 (a b) S 7 42 42 0 -1 0 0 0 0 0 11 3 0 0 20 0 4 0 9999 1000 250 18446744073709551615\n'
+    stat = parse_stat(line)
+    assert stat == parse_stat(line) and hash(stat) == hash(parse_stat(line))
+    assert stat != parse_stat(line.replace(b' 11 3 ', b' 12 3 '))
+    assert stat.key == (42, 9999) and stat.cpu_ticks == 14
+    assert repr(stat).startswith("Stat(pid=42, comm='a b', state='S', ppid=7,")

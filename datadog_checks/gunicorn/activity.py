@@ -17,16 +17,10 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .classify import WORKING_MIN_CPU_NS, WorkerCounts, count_working
-from .procfs import ProcError, ProcessGone, ProcFS
+from .procfs import CpuTime, ProcError, ProcessGone, ProcFS
 
 NS_PER_TICK = 1_000_000_000 // os.sysconf('SC_CLK_TCK')
 K = TypeVar('K', bound=Hashable)
-
-
-@dataclass(frozen=True)
-class CpuTime:
-    on_cpu_ns: int
-    run_delay_ns: int | None  # None where only clock ticks are available
 
 
 @dataclass
@@ -75,25 +69,32 @@ class CpuSampler:
 
     def sample(self, pids: Iterable[int], threads: Mapping[int, int] | None = None) -> dict[int, CpuTime]:
         """CPU time of each pid still alive and readable, summed over threads where `threads` says there are several."""
+        pids = list(pids)
+        found: dict[int, CpuTime] = {}
+        failed: dict[int, ProcError] = {}
+        if self.use_schedstat:
+            # One call for the whole pass: a chain of calls per pid cost more than its read.
+            found, failed = self.procfs.read_cpu_times(pids, threads)
+            if not failed:
+                return found
         samples = {}
         for pid in pids:
+            # `use_schedstat` may turn False half way: the rest of the pass then reads clock ticks, as the next will.
+            if pid in found and self.use_schedstat:
+                samples[pid] = found[pid]
+                continue
             try:
-                samples[pid] = self._cpu(pid, threads is not None and threads.get(pid, 1) > 1)
+                samples[pid] = self._ticks(pid, failed.get(pid) if self.use_schedstat else None)
             except ProcError as exc:
                 self.log.debug('Cannot read the CPU time of %s: %s', pid, exc)
         return samples
 
-    def _cpu(self, pid: int, threaded: bool = False) -> CpuTime:
-        if self.use_schedstat:
-            try:
-                sched = self.procfs.read_thread_schedstats(pid) if threaded else self.procfs.read_schedstat(pid)
-                return CpuTime(sched.on_cpu_ns, sched.run_delay_ns)
-            except ProcessGone:
-                if not os.path.exists(self.procfs.path(pid)):
-                    raise
-                self._schedstat_unavailable(pid)
-            except ProcError:
-                self._schedstat_unavailable(pid)
+    def _ticks(self, pid: int, schedstat_error: ProcError | None) -> CpuTime:
+        """The clock-tick CPU time of `pid`, after `schedstat_error` if its schedstat could not be read."""
+        if schedstat_error is not None:
+            if isinstance(schedstat_error, ProcessGone) and not os.path.exists(self.procfs.path(pid)):
+                raise schedstat_error
+            self._schedstat_unavailable(pid)
         return CpuTime(self.procfs.read_stat(pid).cpu_ticks * NS_PER_TICK, None)
 
     def _schedstat_unavailable(self, pid: int) -> None:

@@ -205,7 +205,7 @@ class Discovery:
     _pid_files: PidFiles | None = None
     _masters: dict[int, Master] = field(default_factory=dict)
     _upgrade_pids: set[int] = field(default_factory=set)
-    _titles: dict[ProcessKey, Title | None] = field(default_factory=dict)
+    _titles: dict[ProcessKey, Title] = field(default_factory=dict)  # final titles only
     _same_command: dict[ProcessKey, bool] = field(default_factory=dict)
     _last_scan: float | None = None
     _children_supported: bool = True
@@ -290,7 +290,7 @@ class Discovery:
             return self._untitled_tree(master, master.command)
         tree = AppTree(master.stat, name=master.name)
         app = base_name(master.name) or ''
-        for child, title in self._titled_children(master.stat.pid):
+        for child, title in self._titled_children(master.stat):
             if title is None:
                 continue
             if title.role is Role.WORKER and belongs_to(title, app):
@@ -299,7 +299,7 @@ class Discovery:
                 # A different name under a master is a USR2 upgrade (`NAME.2`); the same name is a fork that
                 # has not set its worker title yet.
                 tree.upgrade_masters.append(child)
-                for grandchild, sub in self._titled_children(child.pid):
+                for grandchild, sub in self._titled_children(child):
                     if sub is not None and sub.role is Role.WORKER and belongs_to(sub, app):
                         tree.workers.append(grandchild)
                     elif sub is not None and sub.role is Role.DIRTY_ARBITER:
@@ -323,13 +323,13 @@ class Discovery:
         """
         tree = AppTree(master.stat, name=master.name, titled=False)
         comm_tells = not _INTERPRETER_COMM.match(master.stat.comm)
-        for child in self._children(master.stat.pid):
+        for child in self._children(master.stat):
             if not self._runs(child, command):
                 continue
             if child.comm != master.stat.comm or child.pid in self._upgrade_pids:
                 self._add_untitled_upgrade(tree, child, command)
             elif command.declares_dirty_apps or not comm_tells:
-                below = [c for c in self._children(child.pid) if self._runs(c, command)]
+                below = [c for c in self._children(child) if self._runs(c, command)]
                 if not below:
                     tree.workers.append(child)
                 elif command.declares_dirty_apps:
@@ -344,7 +344,7 @@ class Discovery:
 
     def _add_untitled_upgrade(self, tree: AppTree, child: Stat, command: GunicornCommand) -> None:
         tree.upgrade_masters.append(child)
-        tree.workers.extend(c for c in self._children(child.pid) if self._runs(c, command))
+        tree.workers.extend(c for c in self._children(child) if self._runs(c, command))
 
     def _runs(self, stat: Stat, command: GunicornCommand) -> bool:
         """Whether `stat`'s process runs `command` (a fork or re-execution of the same server); cached per process."""
@@ -359,41 +359,36 @@ class Discovery:
 
     def _add_dirty(self, tree: AppTree, arbiter: Stat) -> None:
         tree.dirty_arbiters.append(arbiter)
-        for child, title in self._titled_children(arbiter.pid):
+        for child, title in self._titled_children(arbiter):
             if title is not None and title.role is Role.DIRTY_WORKER:
                 tree.dirty_workers.append(child)
 
-    def _titled_children(self, parent: int) -> Iterable[tuple[Stat, Title | None]]:
-        for stat in self._children(parent):
-            yield stat, self._title(stat)
+    def _titled_children(self, parent: Stat) -> list[tuple[Stat, Title | None]]:
+        # The cache is looked up here first: every worker's title comes from it on every run but its first.
+        titles = self._titles
+        return [(stat, titles.get(stat.key) or self._title(stat)) for stat in self._children(parent)]
 
-    def _children(self, parent: int) -> list[Stat]:
+    def _children(self, parent: Stat) -> list[Stat]:
         pids: Iterable[int]
         if self._children_supported:
             try:
-                pids = self.procfs.read_children(parent)
+                pids = self.procfs.read_children(parent.pid, parent.num_threads)
             except ProcUnsupported:
                 self.log.debug('No /proc/PID/task/*/children on this kernel; finding children by walking the table')
                 self._children_supported = False
             except ProcError as exc:
-                self.log.debug('Cannot list children of %s: %s', parent, exc)
+                self.log.debug('Cannot list children of %s: %s', parent.pid, exc)
                 return []
         if not self._children_supported:
             pids = self.procfs.pids()
-        children = []
-        for pid in pids:
-            try:
-                stat = self.procfs.read_stat(pid)
-            except ProcError:
-                continue  # exited since it was listed, or unreadable: not ours to count
-            # The children list is built without a lock and pids are reused: keep only live children of `parent`.
-            if stat.ppid == parent and stat.state != 'Z':
-                children.append(stat)
-        return children
+        # Those missing from the result exited since they were listed, or are unreadable: not ours to count. The
+        # children list is built without a lock and pids are reused: keep only live children of `parent`.
+        return [stat for stat in self.procfs.read_stats(pids).values() if stat.ppid == parent.pid and stat.state != 'Z']
 
     def _title(self, stat: Stat) -> Title | None:
-        if stat.key in self._titles:
-            return self._titles[stat.key]
+        title = self._titles.get(stat.key)
+        if title is not None:
+            return title
         try:
             title = parse_title(self.procfs.read_title(stat.pid))
         except ProcError as exc:

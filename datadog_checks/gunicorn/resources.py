@@ -101,25 +101,46 @@ class ResourceTracker:
     def _role_usage(
         self, role: str, stats: list[Stat], cpu: dict[ProcessKey, CpuTime], elapsed_ns: float | None
     ) -> RoleUsage:
-        rss = [s.rss_pages * PAGE_SIZE for s in stats]
-        pss = [self._pss.get(s.key) for s in stats]
-        known_pss = [p for p in pss if p is not None]
+        # One loop for every sum: a generator per sum cost a call per process and sum.
+        threads = rss_pages = rss_pages_max = 0
+        pss_total = pss_max = 0
+        pss_complete = True
+        for s in stats:
+            threads += s.num_threads
+            rss_pages += s.rss_pages
+            if s.rss_pages > rss_pages_max:
+                rss_pages_max = s.rss_pages
+            pss = self._pss.get(s.key)
+            if pss is None:
+                pss_complete = False
+            else:
+                pss_total += pss
+                if pss > pss_max:
+                    pss_max = pss
         cpu_pct = wait_pct = None
         if elapsed_ns:
-            # Only processes alive at both runs: a worker born since has no baseline, one that exited no end.
-            both = [(self._cpu[s.key], cpu[s.key]) for s in stats if s.key in self._cpu and s.key in cpu]
-            cpu_pct = 100.0 * sum(max(b.on_cpu_ns - a.on_cpu_ns, 0) for a, b in both) / elapsed_ns
-            if all(a.run_delay_ns is not None and b.run_delay_ns is not None for a, b in both):
-                wait_pct = 100.0 * sum(max(b.run_delay_ns - a.run_delay_ns, 0) for a, b in both) / elapsed_ns
-        full_pss = len(known_pss) == len(pss)
+            used = waited = 0
+            waits_known = True
+            for s in stats:
+                # Only processes alive at both runs: a worker born since has no baseline, one that exited no end.
+                before, after = self._cpu.get(s.key), cpu.get(s.key)
+                if before is None or after is None:
+                    continue
+                used += max(after.on_cpu_ns - before.on_cpu_ns, 0)
+                if before.run_delay_ns is None or after.run_delay_ns is None:
+                    waits_known = False
+                elif waits_known:
+                    waited += max(after.run_delay_ns - before.run_delay_ns, 0)
+            cpu_pct = 100.0 * used / elapsed_ns
+            wait_pct = 100.0 * waited / elapsed_ns if waits_known else None
         return RoleUsage(
             role=role,
             processes=len(stats),
-            threads=sum(s.num_threads for s in stats),
-            rss_bytes=sum(rss),
-            rss_bytes_max=max(rss),
-            pss_bytes=sum(known_pss) if full_pss else None,
-            pss_bytes_max=max(known_pss) if full_pss else None,
+            threads=threads,
+            rss_bytes=rss_pages * PAGE_SIZE,
+            rss_bytes_max=rss_pages_max * PAGE_SIZE,
+            pss_bytes=pss_total if pss_complete else None,
+            pss_bytes_max=pss_max if pss_complete else None,
             cpu_pct=cpu_pct,
             run_queue_wait_pct=wait_pct,
         )

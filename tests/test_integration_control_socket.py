@@ -228,6 +228,7 @@ def test_queries_survive_a_storm_of_forks(tmp_path):
         errors: list[Exception] = []
         answers = []
         reconnects = []
+        refused: list[cs.CommandFailed] = []
         done = threading.Event()
 
         def hammer():
@@ -237,9 +238,15 @@ def test_queries_survive_a_storm_of_forks(tmp_path):
                         # What the check sends on every run: two requests in one write.
                         stats, workers = client.query_many(('show stats', 'show workers'))
                     answers.append(cs.parse_stats(stats))
-                    assert len(workers['workers']) in (1, 2)
+                    # 27.0.1 iterates its worker table while a fork changes it: an error reply ("dictionary changed
+                    # size during iteration") is the server's, handed back per command (the check then skips the
+                    # heartbeats of that run), and never costs the stats.
+                    if isinstance(workers, cs.CommandFailed):
+                        refused.append(workers)
+                    else:
+                        assert len(workers['workers']) in (1, 2)
                     reconnects.append(client.connects - 1)
-                except cs.ControlSocketError as exc:
+                except Exception as exc:  # anything else ends the storm as a failure, not a dead thread
                     errors.append(exc)
 
         thread = threading.Thread(target=hammer, daemon=True)
@@ -254,6 +261,7 @@ def test_queries_survive_a_storm_of_forks(tmp_path):
             done.set()
             thread.join(10)
         assert errors == []
+        assert all('Command failed' in str(r) for r in refused)
         # About one fork in four catches a query in flight here; none in forty would mean the race was not exercised.
         assert sum(reconnects) > 0
         assert answers[-1].workers_spawned == 21 and all(a.pid == server.master_pid for a in answers)

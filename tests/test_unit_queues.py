@@ -30,9 +30,11 @@ class FakeDiag:
         self.unix = list(unix)
         self.error = error
         self.calls = {'tcp': 0, 'unix': 0}
+        self.sessions = []
 
     def tcp_sockets(self, family, ports, timeout_s, session):
         self.calls['tcp'] += 1
+        self.sessions.append(session)
         if self.error:
             raise self.error
         return [s for s in self.tcp if s.family == family and s.local_port in ports]
@@ -81,8 +83,15 @@ def test_the_same_namespace_reads_inet_diag_with_capacity(fake, procfs):
             tcp_socket(8000, 0x08, 32, remote_port=40004),  # CLOSE_WAIT: the client left, the worker still holds it
         ]
     )
-    (stats,), _ = reader(procfs, diag).read(procfs.read_stat(100), [parse_bind(APP)])
+    queues = reader(procfs, diag)
+    (stats,), _ = queues.read(procfs.read_stat(100), [parse_bind(APP)])
     assert (stats.queued, stats.in_flight, stats.max_backlog, stats.accepted_inodes) == (2, 2, 2048, {31, 32})
+    # Runs share one held netlink socket until the check is cancelled; then each dump has its own, and none is held.
+    queues.read(procfs.read_stat(100), [parse_bind(APP)])
+    assert diag.sessions[0] is diag.sessions[1] is not None
+    queues.close()
+    (again,), _ = queues.read(procfs.read_stat(100), [parse_bind(APP)])
+    assert diag.sessions[2] is None and again == stats
 
 
 def test_inet_diag_failures(fake, procfs):

@@ -40,8 +40,9 @@ class QueueReader:
     tcp_sockets: Callable[..., list[sock_diag.TcpSocket]] = sock_diag.tcp_sockets
     unix_listeners: Callable[..., list[sock_diag.UnixListener]] = sock_diag.unix_listeners
     same_namespace: Callable[[int, str], bool | None] = sock_diag.same_network_namespace
-    # One netlink socket for every dump of every run, closed by close() (the check's cancel()).
-    session: sock_diag.Session = field(default_factory=sock_diag.Session)
+    # One netlink socket for every dump of every run. close() (the check's cancel()) closes it for good: a cancelled
+    # check that runs anyway opens a socket per dump and holds nothing.
+    session: sock_diag.Session | None = field(default_factory=sock_diag.Session)
     _namespaces: dict[ProcessKey, bool] = field(default_factory=dict)
     _unix_capacity: dict[int, int | None] = field(default_factory=dict)
     _unix_seen: set[int] = field(default_factory=set)
@@ -75,7 +76,9 @@ class QueueReader:
         return list(found.values()), missing
 
     def close(self) -> None:
-        self.session.close()
+        if self.session is not None:
+            self.session.close()
+            self.session = None
 
     def prune(self, masters: Sequence[ProcessKey]) -> None:
         """Forget masters and sockets not seen since the previous prune (once per run)."""

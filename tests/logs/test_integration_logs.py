@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from ..gunicorn_env import GUNICORN_VERSIONS, Gunicorn, running, wait_for
+from ..gunicorn_env import GUNICORN_VERSIONS, Gunicorn, TimeoutExpired, running, wait_for
 from .grok import KNOWN_USER_AGENTS, Log, get_path, load_pipeline
 
 # The multi_line pattern of the conf.yaml logs example; the Agent anchors it at the start of the line.
@@ -272,8 +272,8 @@ def test_worker_boot_failure(tmp_path, version, pipeline):
 
 def test_upgrade_and_orphaned_workers(tmp_path, version, pipeline):
     """USR2 (twice), the old master stopped, the new one promoted, then killed: its workers see the parent change."""
-    # A sync worker checks its parent every timeout/2 seconds.
-    with running(tmp_path, version=version, workers=1, args=['--timeout', '4']) as server:
+    # A sync worker checks its parent every timeout/2 seconds; 6 s keeps a loaded CI host from timing workers out.
+    with running(tmp_path, version=version, workers=1, args=['--timeout', '6']) as server:
         server.signal(signal.SIGUSR2)
         wait_for(lambda: len(re.findall('Starting gunicorn', server.error_log.read_text())) == 2, 30, 'a new master')
         new_master = int(re.findall(r'Listening at: \S+ \((\d+)\)', server.error_log.read_text())[-1])
@@ -282,8 +282,19 @@ def test_upgrade_and_orphaned_workers(tmp_path, version, pipeline):
         wait_for(lambda: log_has(server.error_log, 'USR2 signal ignored'), 30, 'the second USR2 to be refused')
         server.signal(signal.SIGTERM)
         wait_for(lambda: log_has(server.error_log, 'Master has been promoted'), 30, 'the promotion')
+        # The worker to orphan must be alive when its master dies (one replaced meanwhile would be a new pid).
+        orphan = wait_for(
+            lambda: len(pids := server.worker_pids(new_master)) == 1 and pids[0], 30, "the promoted master's worker"
+        )
         os.kill(new_master, signal.SIGKILL)
-        wait_for(lambda: log_has(server.error_log, 'Parent changed, shutting down'), 30, 'the orphaned worker')
+        try:
+            wait_for(lambda: log_has(server.error_log, 'Parent changed, shutting down'), 30, 'the orphaned worker')
+        except TimeoutExpired as exc:
+            alive = os.path.exists('/proc/%d' % orphan)
+            tail = server.error_log.read_text().splitlines()[-15:]
+            raise AssertionError(
+                '%s; worker %d alive: %s; log tail:\n%s' % (exc, orphan, alive, '\n'.join(tail))
+            ) from exc
     logs = run(pipeline, server.error_log, 'gunicorn.error')
     assert [attr(log, 'gunicorn.upgrade.reason') for log in with_event(logs, 'upgrade_ignored')] == ['Child exists.']
     assert [attr(log, 'pid') for log in with_event(logs, 'master_promoted')] == [new_master]

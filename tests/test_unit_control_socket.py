@@ -418,15 +418,17 @@ def test_wrong_reply_id(serve):
     assert 'with id 2' in str_fails(ProtocolError, server.path, ControlSocketClient(server.path, TIMEOUT).show_stats)
 
 
-def test_error_reply_keeps_the_connection(serve):
-    def picky(conn, srv):
-        while (request := srv.read(conn)) is not None:
-            if request['command'] == 'show listeners':
-                send_json(conn, {'id': request['id'], 'status': 'error', 'error': 'Unknown show target: listeners'})
-            else:
-                send_json(conn, ok(request, STATS))
+def refuses_listeners(conn, srv):
+    """A server older than `show listeners`: it refuses that command and answers the others with stats."""
+    while (request := srv.read(conn)) is not None:
+        if request['command'] == 'show listeners':
+            send_json(conn, {'id': request['id'], 'status': 'error', 'error': 'Unknown show target: listeners'})
+        else:
+            send_json(conn, ok(request, STATS))
 
-    server = serve(picky)
+
+def test_error_reply_keeps_the_connection(serve):
+    server = serve(refuses_listeners)
     with ControlSocketClient(server.path, TIMEOUT) as client:
         message = str_fails(CommandFailed, server.path, client.show_listeners, 'older than the command')
         assert 'Unknown show target' in message
@@ -1030,14 +1032,7 @@ def test_pipelined_replies_keep_their_order_and_ids_across_exchanges(serve):
 
 
 def test_a_pipelined_error_reply_does_not_stop_the_others(serve):
-    def picky(conn, srv):
-        while (request := srv.read(conn)) is not None:
-            if request['command'] == 'show listeners':
-                send_json(conn, {'id': request['id'], 'status': 'error', 'error': 'Unknown show target: listeners'})
-            else:
-                send_json(conn, ok(request, STATS))
-
-    server = serve(picky)
+    server = serve(refuses_listeners)
     with ControlSocketClient(server.path, TIMEOUT) as client:
         stats, failed, workers = replies_of(client, 'show stats', 'show listeners', 'show workers')
     assert stats == workers == STATS

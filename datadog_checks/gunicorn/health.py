@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from . import control_socket as ctl
 from .procfs import ProcError, ProcessKey, ProcFS, Stat
@@ -49,6 +49,21 @@ def _plausible(ages: Sequence[float], uptime: float | None) -> tuple[float, ...]
     soak saw -299,260,051 s), and no worker's heartbeat is older than its master."""
     limit = uptime if uptime is not None else float('inf')
     return tuple([a for a in ages if 0 <= a <= limit])
+
+
+T = TypeVar('T')
+
+
+def _unless_reloaded(cached: tuple[int | None, T] | None, stats: ctl.Stats) -> T | None:
+    """A reply remembered with the master's reload count, unless it reloaded since (HUP, or `reload` on the socket).
+
+    Configuration and binds change only when a master reloads, which `reloads` counts (a USR2 upgrade is another
+    master): asking once per reload instead of once per run saves a round trip and its parsing on every run
+    (measured: 0.3 ms of wall time and 0.1 ms of CPU a run).
+    """
+    if cached is not None and stats.reloads is not None and cached[0] == stats.reloads:
+        return cached[1]
+    return None
 
 
 @dataclass
@@ -103,8 +118,8 @@ class ControlSocketMonitor:
         self._absent_logged.discard(key)
         with client:
             answers = self._answers(first, replies, master)
-            config = self._fresh_config(key, stats)
-            listeners = self._fresh_listeners(key, stats)
+            config = _unless_reloaded(self._configs.get(key), stats)
+            listeners = _unless_reloaded(self._listeners.get(key), stats)
             then = []
             if config is None and 'show config' not in answers:
                 then.append('show config')
@@ -140,18 +155,6 @@ class ControlSocketMonitor:
             self.log.debug('Control socket of master %s: %s', master.pid, exc)
         return answers
 
-    def _fresh_config(self, key: ProcessKey, stats: ctl.Stats) -> ctl.Config | None:
-        """The `show config` known for this master, unless it reloaded since (HUP, or `reload` on the socket).
-
-        A master's configuration changes only when it reloads, which `reloads` counts (a USR2 upgrade is another
-        master): asking once per reload instead of once per run saves a round trip and its parsing on every run
-        (measured: 0.3 ms of wall time and 0.1 ms of CPU a run).
-        """
-        cached = self._configs.get(key)
-        if cached is not None and stats.reloads is not None and cached[0] == stats.reloads:
-            return cached[1]
-        return None
-
     def _remember_config(self, key: ProcessKey, stats: ctl.Stats, data: Any) -> ctl.Config:
         if data is None:
             return ctl.parse_config({})
@@ -159,13 +162,6 @@ class ControlSocketMonitor:
         if stats.reloads is not None:
             self._configs[key] = (stats.reloads, config)
         return config
-
-    def _fresh_listeners(self, key: ProcessKey, stats: ctl.Stats) -> tuple[ctl.Listener, ...] | None:
-        """The `show listeners` known for this master unless it reloaded since: binds change only on a reload."""
-        known = self._listeners.get(key)
-        if known is not None and stats.reloads is not None and known[0] == stats.reloads:
-            return known[1]
-        return None
 
     def _remember_listeners(self, key: ProcessKey, stats: ctl.Stats, data: Any) -> tuple[ctl.Listener, ...]:
         if data is None:

@@ -55,10 +55,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from datadog_checks.base.stubs import aggregator  # noqa: E402
-from datadog_checks.gunicorn import GunicornCheck, control_socket, sock_diag  # noqa: E402
-from datadog_checks.gunicorn.check import procfs_root  # noqa: E402
-from datadog_checks.gunicorn.discovery import Discovery  # noqa: E402
-from datadog_checks.gunicorn.procfs import ProcFS  # noqa: E402
+from datadog_checks.gunicorn import GunicornCheck  # noqa: E402
+from datadog_checks.gunicorn.collectors.discovery import Discovery  # noqa: E402
+from datadog_checks.gunicorn.configuration import procfs_root  # noqa: E402
+from datadog_checks.gunicorn.sources.control_socket.client import encode_frame  # noqa: E402
+from datadog_checks.gunicorn.sources.procfs import ProcFS  # noqa: E402
+from datadog_checks.gunicorn.sources.sockets import netlink  # noqa: E402
+from datadog_checks.gunicorn.sources.sockets.rows import TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN  # noqa: E402
 from tests.gunicorn_env import NEWEST, Gunicorn  # noqa: E402
 
 FULL = {'workers': (1, 16, 64, 256), 'procs': (100, 2000, 5000), 'runs': 60, 'first_runs': 5, 'memory_runs': 10_000}
@@ -223,13 +226,12 @@ class ReadsFloor:
         workers = server.worker_pids()
         self._schedstat = [os.open('/proc/%d/schedstat' % pid, os.O_RDONLY | os.O_CLOEXEC) for pid in workers]
         self._stat = [os.open('/proc/%d/stat' % pid, os.O_RDONLY | os.O_CLOEXEC) for pid in [self.master, *workers]]
-        self._diag = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, sock_diag.NETLINK_SOCK_DIAG)
+        self._diag = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink.NETLINK_SOCK_DIAG)
         self._diag.connect((0, 0))
-        states = (sock_diag.TCP_LISTEN, sock_diag.TCP_ESTABLISHED, sock_diag.TCP_CLOSE_WAIT)
-        self._diag_request = sock_diag._request(sock_diag._tcp_request(socket.AF_INET, (server.port,), states), 1)
+        states = (TCP_LISTEN, TCP_ESTABLISHED, TCP_CLOSE_WAIT)
+        self._diag_request = netlink._request(netlink._tcp_request(socket.AF_INET, (server.port,), states), 1)
         self._frames = [
-            control_socket.encode_frame({'id': i, 'command': c, 'args': []})
-            for i, c in enumerate(('show stats', 'show workers'), 1)
+            encode_frame({'id': i, 'command': c, 'args': []}) for i, c in enumerate(('show stats', 'show workers'), 1)
         ]
 
     def run(self) -> None:
@@ -248,7 +250,7 @@ class ReadsFloor:
         for fd in self._schedstat:
             os.pread(fd, 256, 0)
         self._diag.send(self._diag_request)
-        while struct.unpack_from('=H', self._diag.recv(65536), 4)[0] != sock_diag.NLMSG_DONE:
+        while struct.unpack_from('=H', self._diag.recv(65536), 4)[0] != netlink.NLMSG_DONE:
             pass
         for fd in self._stat:
             os.pread(fd, 1024, 0)

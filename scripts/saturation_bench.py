@@ -27,11 +27,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from datadog_checks.base.stubs import aggregator  # noqa: E402
-from datadog_checks.gunicorn import GunicornCheck, netstat, sock_diag  # noqa: E402
-from datadog_checks.gunicorn.classify import WorkerModel  # noqa: E402
-from datadog_checks.gunicorn.procfs import ProcFS  # noqa: E402
-from datadog_checks.gunicorn.saturation import SaturationReport  # noqa: E402
+from datadog_checks.gunicorn import GunicornCheck  # noqa: E402
+from datadog_checks.gunicorn.collectors.saturation import SaturationReport  # noqa: E402
+from datadog_checks.gunicorn.collectors.working import WorkerModel  # noqa: E402
+from datadog_checks.gunicorn.sources.procfs import ProcFS  # noqa: E402
+from datadog_checks.gunicorn.sources.sockets import netlink  # noqa: E402
+from datadog_checks.gunicorn.sources.sockets.proc_net import (  # noqa: E402
+    read_net_tcp,
+    read_net_tcp_listening,
+    read_net_unix,
+)
+from datadog_checks.gunicorn.sources.sockets.rows import TCP_LISTEN  # noqa: E402
 from tests.gunicorn_env import Gunicorn  # noqa: E402
+
+PROCFS = ProcFS('/proc')
 
 # Holds N established loopback connections (2N sockets) until its stdin closes.
 _CONNECTIONS = r"""
@@ -69,19 +78,19 @@ def reading_methods(server: Gunicorn, unix_path: str, runs: int) -> None:
     worker = server.worker_pids()[0]
     print('Reading methods (one call each):')
     show('inet_diag dump, IPv4, port bytecode (queue+capacity+conns)', cpu_us(
-        lambda: sock_diag.tcp_sockets(socket.AF_INET, [port]), runs))  # fmt: skip
+        lambda: netlink.tcp_sockets(socket.AF_INET, [port]), runs))  # fmt: skip
     show('inet_diag dump, LISTEN only', cpu_us(
-        lambda: sock_diag.tcp_sockets(socket.AF_INET, [port], states=[sock_diag.TCP_LISTEN]), runs))  # fmt: skip
+        lambda: netlink.tcp_sockets(socket.AF_INET, [port], states=[TCP_LISTEN]), runs))  # fmt: skip
     show('/proc/MASTER/net/tcp, whole', cpu_us(
-        lambda: netstat.read_net_tcp('/proc', pid, local_ports={port}, families=[socket.AF_INET]), runs))  # fmt: skip
+        lambda: read_net_tcp(PROCFS, pid, local_ports={port}, families=[socket.AF_INET]), runs))  # fmt: skip
     show('/proc/MASTER/net/tcp6, whole', cpu_us(
-        lambda: netstat.read_net_tcp('/proc', pid, local_ports={port}, families=[socket.AF_INET6]), runs))  # fmt: skip
+        lambda: read_net_tcp(PROCFS, pid, local_ports={port}, families=[socket.AF_INET6]), runs))  # fmt: skip
     show('/proc/MASTER/net/tcp, up to the first non-LISTEN row', cpu_us(
-        lambda: netstat.read_net_tcp_listening('/proc', pid, families=[socket.AF_INET]), runs))  # fmt: skip
-    show('/proc/MASTER/net/unix, whole', cpu_us(lambda: netstat.read_net_unix('/proc', pid), runs))
-    show('unix_diag dump of listeners (capacity)', cpu_us(sock_diag.unix_listeners, runs))
-    show('/proc/WORKER/fd links (one sync worker)', cpu_us(lambda: ProcFS().read_fd_links(worker), runs))
-    show('same_network_namespace (ns/net stat)', cpu_us(lambda: sock_diag.same_network_namespace(pid), runs))
+        lambda: read_net_tcp_listening(PROCFS, pid, families=[socket.AF_INET]), runs))  # fmt: skip
+    show('/proc/MASTER/net/unix, whole', cpu_us(lambda: read_net_unix(PROCFS, pid), runs))
+    show('unix_diag dump of listeners (capacity)', cpu_us(netlink.unix_backlogs, runs))
+    show('/proc/WORKER/fd links (one sync worker)', cpu_us(lambda: PROCFS.read_fd_links(worker), runs))
+    show('shares_network_namespace (ns/net stat)', cpu_us(lambda: PROCFS.shares_network_namespace(pid), runs))
     del unix_path
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import time
+from collections.abc import Callable
 
 from datadog_checks.base.stubs.aggregator import AggregatorStub
 
@@ -62,3 +64,29 @@ def run_as_nobody(instance: dict, runs: int = 2) -> dict:
     _, status = os.waitpid(pid, 0)
     assert status == 0 and data, 'the unprivileged child failed'
     return pickle.loads(data)
+
+
+class TimeoutExpired(AssertionError):
+    pass
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 15.0, what: str = 'condition', interval: float = 0.02):
+    """Poll until `predicate()` is truthy and return its value; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutExpired('timed out after %.1fs waiting for %s' % (timeout, what))
+        time.sleep(interval)
+
+
+def instance_for(server, **extra) -> dict:
+    """A check instance for a test server: its name, a team tag, and its own `gunicorn` for the version."""
+    return {'proc_name': server.name, 'tags': ['team:web'], 'gunicorn': str(server.venv / 'bin' / 'gunicorn'), **extra}
+
+
+def cpu_ns(pid: int) -> int:
+    with open('/proc/%d/schedstat' % pid) as f:
+        return int(f.read().split()[0])

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from datadog_checks.gunicorn import GunicornCheck
-from datadog_checks.gunicorn.procfs import ProcFS
+from datadog_checks.gunicorn.sources.procfs import ProcFS
 
 from .fakeproc import FakeProc
 from .gunicorn_env import Gunicorn

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datadog_checks.gunicorn.discovery import AppTree
+from datadog_checks.gunicorn.collectors.discovery import AppTree
 
 LISTEN, ESTABLISHED = 0x0A, 0x01
 SS_UNCONNECTED, SS_CONNECTING, SS_CONNECTED = 1, 2, 3

@@ -20,10 +20,12 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+
+from .common import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / 'apps'
@@ -34,22 +36,6 @@ GUNICORN_VERSIONS = ('20.1.0', '23.0.0', '27.0.1')
 NEWEST = GUNICORN_VERSIONS[-1]
 
 _started_groups: set[int] = set()
-
-
-class TimeoutExpired(AssertionError):
-    pass
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 15.0, what: str = 'condition', interval: float = 0.02):
-    """Poll until `predicate()` is truthy and return its value; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutExpired('timed out after %.1fs waiting for %s' % (timeout, what))
-        time.sleep(interval)
 
 
 def _base_python() -> str:

@@ -10,23 +10,14 @@ import pytest
 
 from datadog_checks.base import AgentCheck
 from datadog_checks.dev.utils import get_metadata_metrics, get_service_checks
-from datadog_checks.gunicorn import version as version_module
+from datadog_checks.gunicorn.sources import version as version_module
 
-from .common import run_once
-from .gunicorn_env import GUNICORN_VERSIONS, NEWEST, wait_for
+from .common import cpu_ns, instance_for, run_once, wait_for
+from .gunicorn_env import GUNICORN_VERSIONS, NEWEST
 
 pytestmark = pytest.mark.integration
 
 ALL_VERSIONS = pytest.mark.parametrize('version', GUNICORN_VERSIONS)
-
-
-def instance_for(server, **extra):
-    return {'proc_name': server.name, 'tags': ['team:web'], 'gunicorn': str(server.venv / 'bin' / 'gunicorn'), **extra}
-
-
-def cpu_ns(pid: int) -> int:
-    with open('/proc/%d/schedstat' % pid) as f:
-        return int(f.read().split()[0])
 
 
 @ALL_VERSIONS

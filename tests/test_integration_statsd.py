@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from .gunicorn_env import GUNICORN_VERSIONS, REPO, running, wait_for
+from .common import wait_for
+from .gunicorn_env import GUNICORN_VERSIONS, REPO, running
 
 # name:value|type[|@rate][|#tag,tag] - the DogStatsD datagram format Gunicorn writes, one metric per datagram.
 DATAGRAM = re.compile(

@@ -36,7 +36,8 @@ from datadog_checks.base import AgentCheck
 from datadog_checks.base.stubs import aggregator as stub_aggregator
 from datadog_checks.gunicorn import GunicornCheck
 
-from .gunicorn_env import NEWEST, Gunicorn, TimeoutExpired, proc_title, wait_for
+from .common import TimeoutExpired, wait_for
+from .gunicorn_env import NEWEST, Gunicorn, proc_title
 
 pytestmark = pytest.mark.soak
 

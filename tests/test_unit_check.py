@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from datadog_checks.base import AgentCheck
-from datadog_checks.gunicorn import version
+from datadog_checks.gunicorn.sources import version
 
 from .common import run_once
 from .fakeproc import FakeProc

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import socket
 from pathlib import Path
 
 import pytest
 
 from datadog_checks.base import ConfigurationError
 from datadog_checks.gunicorn import GunicornCheck
+from datadog_checks.gunicorn.configuration import parse_bind
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,3 +100,31 @@ def test_bind_addresses_are_taken_as_gunicorn_writes_them():
     single = GunicornCheck('gunicorn', {}, [{'proc_name': 'a', 'bind': 'unix:/run/a.sock'}])
     single.load_configuration_models()
     assert single.config.bind == ('unix:/run/a.sock',)
+
+
+@pytest.mark.parametrize(
+    'text, family, ip, port, path, canonical',
+    [
+        ('127.0.0.1:8000', socket.AF_INET, '127.0.0.1', 8000, '', '127.0.0.1:8000'),
+        ('0.0.0.0:80', socket.AF_INET, '0.0.0.0', 80, '', '0.0.0.0:80'),
+        ('tcp://127.0.0.1:8000', socket.AF_INET, '127.0.0.1', 8000, '', '127.0.0.1:8000'),
+        ('http://127.0.0.1:18001', socket.AF_INET, '127.0.0.1', 18001, '', '127.0.0.1:18001'),
+        ('[::]:8000', socket.AF_INET6, '::', 8000, '', '[::]:8000'),
+        ('https://[0:0::1]:443', socket.AF_INET6, '::1', 443, '', '[::1]:443'),
+        ('unix:/run/app.sock', socket.AF_UNIX, '', 0, '/run/app.sock', 'unix:/run/app.sock'),
+        ('unix:///run/my app.sock', socket.AF_UNIX, '', 0, '/run/my app.sock', 'unix:/run/my app.sock'),
+        ('unix://relative.sock', socket.AF_UNIX, '', 0, 'relative.sock', 'unix:relative.sock'),
+        ('unix:@abstract', socket.AF_UNIX, '', 0, '@abstract', 'unix:@abstract'),
+    ],
+)
+def test_parse_bind(text, family, ip, port, path, canonical):
+    bind = parse_bind(text)
+    assert (bind.family, bind.ip, bind.port, bind.path, str(bind)) == (family, ip, port, path, canonical)
+
+
+@pytest.mark.parametrize(
+    'text', ['localhost:8000', '127.0.0.1', ':8000', '127.0.0.1:0', '127.0.0.1:70000', 'fd://3', 'unix:', '[::1]']
+)
+def test_parse_bind_refuses_what_it_would_have_to_guess(text):
+    with pytest.raises(ValueError):
+        parse_bind(text)

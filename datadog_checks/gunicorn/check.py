@@ -4,27 +4,18 @@ from __future__ import annotations
 
 from datadog_checks.base import AgentCheck
 
-from .activity import CpuSampler
+from .collectors.containers import ContainerTags, group_by_tags
+from .collectors.cpu import CpuSampler
+from .collectors.discovery import AppTree, Discovery
+from .collectors.resources import ResourceTracker, Usage
+from .collectors.saturation import SaturationCollector, SaturationReport, control_socket_hints
 from .config_models import ConfigMixin
-from .containers import ContainerTags, group_by_tags
-from .control_socket import ControlSocketError
-from .diagnose import explain_missing, hidepid_option, no_workers_message, titles_missing_message
-from .discovery import AppTree, Discovery
-from .health import ControlSocketMonitor, Health
-from .procfs import DEFAULT_ROOT, ProcessKey, ProcFS, held_files_limit
-from .resources import ResourceTracker, Usage
-from .saturation import SaturationCollector, SaturationReport, control_socket_hints
-from .version import VersionError, read_version
-
-try:
-    import datadog_agent
-except ImportError:  # outside the Agent (tests, the command-line runner)
-    from datadog_checks.base.stubs import datadog_agent
-
-
-def procfs_root() -> str:
-    """The proc root the Agent is configured with (`procfs_path`, e.g. /host/proc in a container)."""
-    return (datadog_agent.get_config('procfs_path') or DEFAULT_ROOT).rstrip('/') or DEFAULT_ROOT
+from .configuration import procfs_root
+from .messages import explain_missing, no_workers_message, titles_missing_message
+from .sources.control_socket.client import ControlSocketError
+from .sources.control_socket.monitor import ControlSocketMonitor, Health
+from .sources.procfs import ProcessKey, ProcFS, held_files_limit
+from .sources.version import VersionError, read_version
 
 
 class GunicornCheck(AgentCheck, ConfigMixin):
@@ -205,7 +196,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
             self._discovery.sightings if self._app else None,
             self._pid_file,
             self._discovery.pid_file_problem,
-            hidepid_option(self._procfs),
+            self._procfs.hidepid(),
         )
         tags = [*self._instance_tags, *(['app:%s' % self._last_app] if self._last_app else [])]
         self.service_check(self.SERVICE_CHECK, AgentCheck.CRITICAL, tags=tags, message=message)

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from ..gunicorn_env import GUNICORN_VERSIONS, Gunicorn, TimeoutExpired, running, wait_for
+from ..common import TimeoutExpired, wait_for
+from ..gunicorn_env import GUNICORN_VERSIONS, Gunicorn, running
 from .grok import KNOWN_USER_AGENTS, Log, get_path, load_pipeline
 
 # The multi_line pattern of the conf.yaml logs example; the Agent anchors it at the start of the line.

@@ -14,16 +14,7 @@ import re
 import pytest
 import yaml
 
-from .grok import (
-    PIPELINE_FILE,
-    Ambiguous,
-    GrokParser,
-    Pipeline,
-    Unsupported,
-    get_path,
-    load_pipeline,
-    load_tests,
-)
+from .grok import PIPELINE_FILE, Ambiguous, GrokParser, Pipeline, Unsupported, get_path, load_pipeline, load_tests
 
 PIPELINE = load_pipeline()
 TESTS = load_tests()

@@ -1,6 +1,6 @@
 # Validation the spec cannot express. Generated once by ddev, then maintained by hand.
 
-from datadog_checks.gunicorn.netstat import parse_bind
+from datadog_checks.gunicorn.configuration import parse_bind
 
 
 def instance_bind(value, field=None, **kwargs):

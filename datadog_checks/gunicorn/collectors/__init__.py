@@ -1,0 +1,1 @@
+"""Collectors: each turns sources into one kind of figure, cached by process identity and pruned every run."""

@@ -1,0 +1,74 @@
+"""What the check's configuration means beyond the generated models: where /proc is, and the `bind` addresses.
+
+`config_models/` is generated from `assets/configuration/spec.yaml`; its hand-written `validators.py` parses `bind`
+with `parse_bind` below, so that a wrong address is refused when the configuration loads, with the same rules the
+socket tables are later compared with.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+try:
+    import datadog_agent
+except ImportError:  # outside the Agent (tests, the command-line tools)
+    from datadog_checks.base.stubs import datadog_agent
+
+DEFAULT_PROCFS_ROOT = '/proc'
+
+
+def procfs_root() -> str:
+    """The proc root the Agent is configured with (`procfs_path`, e.g. /host/proc in a container)."""
+    return (datadog_agent.get_config('procfs_path') or DEFAULT_PROCFS_ROOT).rstrip('/') or DEFAULT_PROCFS_ROOT
+
+
+@dataclass(frozen=True)
+class BindAddress:
+    """A listener address the application was configured with, canonicalised for exact comparison."""
+
+    family: int  # socket.AF_INET, socket.AF_INET6 or socket.AF_UNIX
+    ip: str  # canonical textual IP ('0.0.0.0', '::', '::1'); '' for unix
+    port: int  # 0 for unix
+    path: str  # '' for TCP
+
+    def __str__(self) -> str:
+        if self.family == socket.AF_UNIX:
+            return f'unix:{self.path}'
+        if self.family == socket.AF_INET6:
+            return f'[{self.ip}]:{self.port}'
+        return f'{self.ip}:{self.port}'
+
+
+def parse_bind(text: str) -> BindAddress:
+    """A listener address with a literal IP: '127.0.0.1:8000', '[::]:8000', 'tcp://0.0.0.0:80', 'unix:PATH'.
+
+    Also accepts what Gunicorn prints for its listeners (`Listening at:` and the control socket's `show listeners`):
+    'http://127.0.0.1:8000', 'https://[::1]:443'. `unix:` and `unix://` prefixes are stripped the way Gunicorn's
+    util.parse_address does. Host names and a missing host or port are refused: filling them in would be a guess
+    about which address the application bound.
+    """
+    if text.startswith('unix:'):
+        path = text[len('unix:') :]
+        path = path[2:] if path.startswith('//') else path
+        if not path:
+            raise ValueError(f'empty unix socket path in {text!r}')
+        return BindAddress(socket.AF_UNIX, '', 0, path)
+    scheme, sep, rest = text.partition('://')
+    if not sep:
+        rest = text
+    elif scheme not in ('tcp', 'http', 'https'):
+        raise ValueError(f'unsupported scheme in bind address {text!r}')
+    host, sep, port_text = rest.rpartition(':')
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f'no port in bind address {text!r}')
+    if host.startswith('[') and host.endswith(']'):
+        host = host[1:-1]
+    family = socket.AF_INET6 if ':' in host else socket.AF_INET
+    try:
+        # inet_ntop canonicalises exactly as the table parser prints (ipaddress writes v4-mapped addresses
+        # differently before Python 3.13).
+        ip = socket.inet_ntop(family, socket.inet_pton(family, host))
+    except OSError as exc:
+        raise ValueError(f'bind address {text!r} is not a literal IP address or unix:PATH') from exc
+    return BindAddress(family, ip, int(port_text), '')

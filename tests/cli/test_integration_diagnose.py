@@ -1,0 +1,180 @@
+"""`python -m datadog_checks.gunicorn diagnose` against real Gunicorn servers and real processes of the test's own."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+
+import psutil
+import pytest
+import yaml
+
+from datadog_checks.gunicorn.cli.diagnose import diagnose, render
+from datadog_checks.gunicorn.sources.procfs import ProcFS
+
+from ..common import wait_for
+from ..gunicorn_env import REPO
+
+pytestmark = pytest.mark.integration
+
+SECRETS = ('hunter2', 's3cr3t', 'secretpw')
+
+
+def run_diagnose(*args: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*prefix, sys.executable, '-m', 'datadog_checks.gunicorn', 'diagnose', *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+
+
+def suggested(out: str) -> dict:
+    """The conf.yaml diagnose prints last, indented by four spaces."""
+    block = out.split('A conf.yaml that would work (gunicorn.d/conf.yaml):\n', 1)[1]
+    lines = [line[4:] for line in block.splitlines() if line.startswith('    ') and not line.strip().startswith('#')]
+    return yaml.safe_load('\n'.join(lines))
+
+
+def unique(prefix: str) -> str:
+    return '%s-%s' % (prefix, uuid.uuid4().hex[:8])
+
+
+def test_a_running_app(gunicorn):
+    server = gunicorn(workers=3, name=unique('diag-running'))
+    done = run_diagnose('--proc-name', server.name)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert '- %s (pid %d)' % (server.name, server.master_pid) in out
+    section = out.split('- %s (pid %d)' % (server.name, server.master_pid), 1)[1].split('\n  - ', 1)[0]
+    assert 'workers: 3' in section and 'titles: set' in section
+    assert 'user: root (uid 0)' in section or 'user: ' in section
+    # 27.0.1 keeps its control socket in $XDG_RUNTIME_DIR, which the harness points at the test's directory.
+    assert 'control socket: present at %s' % (server.tmp_path / 'runtime' / 'gunicorn.ctl') in section
+    assert 'proc_name %s: found master %d.' % (server.name, server.master_pid) in out
+    assert suggested(out) == {'init_config': None, 'instances': [{'proc_name': server.name}]}
+
+
+def test_an_old_gunicorn_has_no_control_socket(gunicorn):
+    server = gunicorn(version='23.0.0', workers=1, name=unique('diag-old'))
+    out = run_diagnose('--proc-name', server.name).stdout
+    assert 'control socket: absent' in out.split('(pid %d)' % server.master_pid, 1)[1].split('\n  - ', 1)[0]
+
+
+def test_a_misspelled_name(gunicorn):
+    server = gunicorn(workers=1, name=unique('diag-shopfront'))
+    typo = server.name.replace('shopfront', 'shopfrnt')
+    done = run_diagnose('--proc-name', typo)
+    assert done.returncode == 1
+    assert 'No gunicorn process with name %s found' % typo in done.stdout
+    assert 'Did you mean' in done.stdout and '`%s`' % server.name in done.stdout
+    assert suggested(done.stdout)['instances'] == [{'proc_name': server.name}]
+
+
+def test_missing_setproctitle_and_secrets_on_the_command_line(gunicorn, tmp_path):
+    # `-e` sets environment variables for the application: a real place where Gunicorn command lines carry secrets.
+    server = gunicorn(
+        workers=2,
+        name=unique('diag-notitle'),
+        setproctitle=False,
+        args=[
+            '-e',
+            'DATABASE_URL=postgres://app:s3cr3t@db/app',
+            '-e',
+            'API_TOKEN=hunter2',
+            '--pid',
+            str(tmp_path / 'p'),
+        ],
+    )
+    done = run_diagnose('--proc-name', server.name)
+    assert done.returncode == 0, done.stdout
+    out = done.stdout
+    section = out.split('(pid %d)' % server.master_pid, 1)[1].split('\n  - ', 1)[0]
+    assert 'titles: NOT set' in section and 'workers: 2' in section
+    assert 'worker class: sync (the default)' in section
+    assert 'control socket: present at %s' % (server.tmp_path / 'runtime' / 'gunicorn.ctl') in section
+    assert 'DATABASE_URL=postgres://********@db/app' in section and 'API_TOKEN=********' in section
+    assert not any(secret in out for secret in SECRETS)
+    assert 'Found from the command line because titles are missing' in out and 'pip install setproctitle' in out
+    assert suggested(out)['instances'] == [{'proc_name': server.name, 'pid_file': str(tmp_path / 'p')}]
+
+
+def test_a_fake_gunicorn_with_secrets_is_listed_redacted(tmp_path):
+    # Gunicorn refuses unknown options, so a process of the test's own plays one: a script named `gunicorn`.
+    script = tmp_path / 'gunicorn'
+    script.write_text('import time\ntime.sleep(120)\n')
+    name = unique('diag-fake')
+    proc = subprocess.Popen(
+        [sys.executable, str(script), '--password=secretpw', '-n', name, 'postgres://user:hunter2@host/db']
+    )
+    try:
+        wait_for(lambda: len(psutil.Process(proc.pid).cmdline()) > 2, 10, 'the fake to start')
+        out = run_diagnose('--proc-name', name).stdout
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert '- %s (pid %d)' % (name, proc.pid) in out
+    assert "'--password=********'" in out and 'postgres://********@host/db' in out
+    assert not any(secret in out for secret in SECRETS)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which('unshare'), reason='needs root to make a PID namespace')
+def test_no_gunicorn_at_all():
+    # A fresh PID namespace with its own /proc: nothing from the other tests of this machine is visible there.
+    done = run_diagnose('--proc-name', 'web', prefix=('unshare', '--pid', '--fork', '--mount-proc'))
+    if 'unshare failed' in done.stderr or 'Operation not permitted' in done.stderr:
+        pytest.skip('no PID namespaces here: %s' % done.stderr.strip())
+    assert done.returncode == 1
+    assert 'Gunicorn masters (0):' in done.stdout
+    assert 'No Gunicorn master is visible to the Agent at all' in done.stdout
+    assert suggested(done.stdout)['instances'] == [{'proc_name': 'web'}]
+
+
+def test_a_stale_pid_file(tmp_path):
+    pid_file = tmp_path / 'web.pid'
+    pid_file.write_text('%d\n' % (2**22 + 7))  # above the largest pid the kernel hands out by default
+    done = run_diagnose('--pid-file', str(pid_file))
+    assert done.returncode == 1
+    assert 'pid file %s: pid file %s is stale' % (pid_file, pid_file) in done.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='needs root to become another user')
+def test_what_an_unprivileged_user_may_read(gunicorn):
+    server = gunicorn(workers=1, name=unique('diag-unpriv'))
+    # Once as root first: every lazy import is done before the child, as `nobody`, could no longer read them.
+    assert '/proc/PID/fd: yes' in render(diagnose(ProcFS('/proc'), server.name))
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        try:
+            os.close(read)
+            # Become `nobody` (all capabilities are dropped with uid 0), then look as the Agent user would.
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            text = render(diagnose(ProcFS('/proc'), server.name))
+        except BaseException:
+            import traceback
+
+            text = traceback.format_exc()
+        try:
+            os.write(write, text.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    chunks = []
+    while chunk := os.read(read, 65536):
+        chunks.append(chunk)
+    os.close(read)
+    os.waitpid(child, 0)
+    out = b''.join(chunks).decode()
+    assert 'Seen as: nobody (uid 65534); CAP_SYS_PTRACE: no' in out
+    assert 'workers: 1' in out  # discovery itself needs no privilege
+    assert '/proc/PID/stat, schedstat, task/*/children: yes' in out
+    assert '/proc/PID/net/tcp, tcp6, unix: yes' in out
+    assert '/proc/PID/fd: NO' in out and 'Permission denied' in out
+    assert '/proc/PID/smaps_rollup: NO -> gunicorn.memory.pss' in out

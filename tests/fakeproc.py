@@ -6,6 +6,7 @@ so the readers under test cannot tell them from the kernel's.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import sys
@@ -59,7 +60,24 @@ class FakeProc:
             self.set_thread_cpu(pid, tid, 0)
         self.set_cpu(pid, cpu_ns)
         self.set_children(pid, children)
+        self.set_status(pid, os.geteuid())
         return self
+
+    def set_status(self, pid: int, uid: int, ns_pids: tuple[int, ...] = ()) -> None:
+        """/proc/PID/status: its effective uid, and NSpid (this namespace's pid first, the process's own last)."""
+        lines = ['Name:\tfake\n', 'Uid:\t%d\t%d\t%d\t%d\n' % ((uid,) * 4)]
+        lines.append('NSpid:\t%s\n' % '\t'.join(str(p) for p in (pid, *ns_pids)))
+        (self.root / str(pid) / 'status').write_text(''.join(lines))
+
+    def set_environ(self, pid: int, **variables: str) -> None:
+        (self.root / str(pid) / 'environ').write_bytes(
+            b''.join(b'%s=%s\0' % (k.encode(), v.encode()) for k, v in variables.items())
+        )
+
+    def set_cwd(self, pid: int, path: str) -> None:
+        link = self.root / str(pid) / 'cwd'
+        link.unlink(missing_ok=True)
+        link.symlink_to(path)
 
     def set_stat(self, pid, *, ppid, comm, state='S', start=1000, ticks=0, threads=1, rss_pages=2500):
         # proc(5) fields 1..52; utime=14, stime=15, num_threads=20, starttime=22, rss=24.

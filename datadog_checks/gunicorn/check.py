@@ -11,10 +11,11 @@ from .collectors.resources import ResourceTracker, Usage
 from .collectors.saturation import SaturationCollector, SaturationReport, control_socket_hints
 from .config_models import ConfigMixin
 from .configuration import procfs_root
-from .messages import explain_missing, no_workers_message, titles_missing_message
+from .messages import bounded, control_socket_problem, explain_missing, no_workers_message, titles_missing_message
 from .sources.control_socket.client import ControlSocketError
 from .sources.control_socket.monitor import ControlSocketMonitor, Health
 from .sources.procfs import ProcessKey, ProcFS, held_files_limit
+from .sources.redaction import app_name
 from .sources.version import VersionError, read_version
 
 
@@ -30,7 +31,8 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         self.check_initializations.append(self._configure)
 
     def _configure(self) -> None:
-        self._app = self.config.proc_name
+        # A name given as a factory call is matched and tagged without its arguments, as titles are (redaction.py).
+        self._app = app_name(self.config.proc_name)
         self._pid_file = self.config.pid_file
         self._instance_tags = list(self.config.tags or ())
         # An instance setting wins over init_config; the model fills in a default, so look at what was written.
@@ -97,7 +99,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
             tracker = self._resources.setdefault(tags, ResourceTracker(self._procfs, self.log))
             cpu = {pid: worker_cpu[pid] for pid in workers[tags] if pid in worker_cpu}
             self._submit_usage(tag_list, tracker.measure(group, cpu, self._sampler))
-            self._submit_health(tag_list, group_health)
+            self._submit_health(tag_list, len(group), group_health)
         self._resources = {tags: tracker for tags, tracker in self._resources.items() if tags in groups}
         for tags in [t for t in self._saturation if t not in groups]:
             self._saturation.pop(tags).close()
@@ -105,7 +107,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
 
     def _submit_saturation(self, tags: list[str], saturation: SaturationReport) -> None:
         for problem in saturation.problems:
-            self.warning(problem)
+            self.warning(bounded(problem))
         for listener in saturation.listeners:
             listener_tags = [*tags, 'listener:%s' % listener.address]
             self.gauge('listen.queued', listener.queued, tags=listener_tags)
@@ -115,7 +117,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
     def _report_discovery(self, trees: list[AppTree]) -> None:
         problem = self._discovery.pid_file_problem
         if problem is not None and trees:
-            self.warning('%s; the master was found by proc_name %s instead', problem, self._app)
+            self.warning(bounded('%s; the master was found by proc_name %s instead' % (problem, self._app)))
         untitled = [t for t in trees if t.titles_missing]
         if untitled and not self._untitled_reported:
             self.warning(titles_missing_message(self._app or untitled[0].app, untitled))
@@ -124,27 +126,43 @@ class GunicornCheck(AgentCheck, ConfigMixin):
 
     def _read_health(self, trees: list[AppTree]) -> list[tuple[ProcessKey, Health]]:
         found = []
+        problems = []
         for tree in trees:
             try:
-                health = self._control.read(tree.master)
+                health = self._control.read(tree.master, tree.upgrade_masters)
             except ControlSocketError as exc:
-                self.warning('Cannot read the configured control_socket of master %s: %s', tree.master.pid, exc)
+                problem = control_socket_problem(exc, tree, trees, configured=bool(self.config.control_socket))
+                if problem is None:
+                    self.log.debug('No control-socket metrics for master %s: %s', tree.master.pid, exc)
+                else:
+                    problems.append(problem)
                 continue
             if health is not None:
+                if health.upgrade_pid is not None:
+                    self.log.debug(
+                        'The control socket of master %s is answered by %s, the new master of a USR2 upgrade',
+                        tree.master.pid,
+                        health.upgrade_pid,
+                    )
                 found.append((tree.master.key, health))
+        if problems:
+            self.warning(bounded(' '.join(dict.fromkeys(problems))))
         self._control.forget_except({t.master.key for t in trees})
         return found
 
-    def _submit_health(self, group_tags: list[str], found: list[tuple[ProcessKey, Health]]) -> None:
+    def _submit_health(self, group_tags: list[str], masters: int, found: list[tuple[ProcessKey, Health]]) -> None:
+        """Figures of every master of the group that answered: counts summed only when every master answered, since
+        a sum over some of them means nothing; worst and average heartbeats over the workers whose masters did."""
         if not found:
             return
+        every = len(found) == masters
         worker_class = next((h.config.worker_class for _, h in found if h.config.worker_class), None)
         tags = [*group_tags, 'worker_class:%s' % worker_class] if worker_class else group_tags
         targets = [h.stats.workers_target for _, h in found if h.stats.workers_target is not None]
-        if targets:
+        if every and len(targets) == masters:
             self.gauge('workers.target', sum(targets), tags=tags)
         churn = [c for key, h in found if (c := self._control.churn(key, h.stats)) is not None]
-        if churn:
+        if every and len(churn) == masters:
             self.count('workers.spawned', sum(c.spawned for c in churn), tags=tags)
             self.count('workers.killed', sum(c.killed for c in churn), tags=tags)
             self.count('reloads', sum(c.reloads for c in churn), tags=tags)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import yaml
 
@@ -53,7 +55,7 @@ def test_a_running_app(tmp_path, fake):
     text = render(d)
     assert '- web (pid 100)' in text and 'workers: 3' in text and 'titles: set' in text
     assert 'proc_name web: found master 100.' in text
-    assert 'control socket: unknown' in text  # a fake process has no status file: its user is unknown
+    assert 'control socket: absent (looked at' in text
     assert config_of(suggested_config(d)) == {'init_config': None, 'instances': [{'proc_name': 'web'}]}
 
 
@@ -89,13 +91,16 @@ def test_control_socket_candidates(tmp_path, fake):
     (tmp_path / 'proc' / '100' / 'status').write_text('Name:\tgunicorn\nUid:\t0\t0\t0\t0\n')
     sockets = {m.name: m.control_socket for m in diagnose(procfs(tmp_path)).masters}
     assert sockets['a'].startswith('absent (looked at %s/gunicorn.ctl, /run/user/0/gunicorn.ctl' % runtime)
+    assert 'SECRET' not in sockets['a']
     assert sockets['b'] == 'disabled (--no-control-socket)'
     import socket
 
+    # What listens there now is this test process, not master 100: the check would not use it, and says so.
     with socket.socket(socket.AF_UNIX) as server:
         server.bind(str(runtime / 'gunicorn.ctl'))
+        server.listen(1)
         sockets = {m.name: m.control_socket for m in diagnose(procfs(tmp_path)).masters}
-    assert sockets['a'] == 'present at %s/gunicorn.ctl' % runtime
+    assert sockets['a'] == 'held by another master: %s/gunicorn.ctl is answered by pid %d' % (runtime, os.getpid())
 
 
 def test_worker_class_when_not_on_the_command_line(tmp_path, fake):

@@ -119,13 +119,13 @@ def test_a_master_gone_since_discovery_reports_no_listener(fake, procfs):
 
 def _health(listeners=(), bind=(), worker_class=None, threads=None):
     config = replies.parse_config({'bind': list(bind), 'worker_class': worker_class, 'threads': threads})
-    return Health('/run/app.ctl', replies.parse_stats({'pid': 1}), config, (), None, tuple(listeners))
+    return Health('/run/app.ctl', replies.parse_stats({'pid': 1}), config, [], None, tuple(listeners))
 
 
 def test_control_socket_hints():
     one, two = ProcessKey(10, 1), ProcessKey(20, 2)
     found = [
-        (one, _health([replies.Listener('http://127.0.0.1:8000', 5, 'tcp'), replies.Listener(None, 6, 'unknown')])),
+        (one, _health(['http://127.0.0.1:8000'])),
         # --reuse-port: no listener in the master, the configured binds instead.
         (two, _health(bind=['0.0.0.0:9000'], worker_class="<class 'gunicorn.workers.sync.SyncWorker'>", threads=1)),
     ]

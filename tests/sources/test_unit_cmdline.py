@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from datadog_checks.gunicorn.sources.cmdline import REDACTED, entry_index, parse_gunicorn, redact, redacted_command
+from datadog_checks.gunicorn.sources.cmdline import entry_index, parse_gunicorn
+from datadog_checks.gunicorn.sources.redaction import REDACTED, redact, redacted_command
 
 VENV = '/srv/app/venv/bin'
 

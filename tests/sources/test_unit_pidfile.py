@@ -65,10 +65,39 @@ def test_read_errors_say_what_to_check(tmp_path):
     with pytest.raises(PidFileInvalid, match='does not hold a pid'):
         read_pid_file(str(tmp_path / 'junk.pid'))
     (tmp_path / 'huge.pid').write_text('1' * 1000)
-    with pytest.raises(PidFileInvalid, match='longer than'):
+    with pytest.raises(PidFileInvalid, match='more than 64 bytes'):
         read_pid_file(str(tmp_path / 'huge.pid'))
-    with pytest.raises(PidFileUnreadable):
-        read_pid_file(str(tmp_path))  # a directory: EISDIR
+
+
+@pytest.mark.parametrize(
+    'content, described',
+    [
+        (b'hunter2\n', '8 bytes that are not a pid'),  # a secret reached through a symbolic link
+        (b'', 'empty'),
+        (b'\xff\xfe\x00secret', 'binary data'),
+        (b'4194305\n', 'not a pid'),  # beyond PID_MAX_LIMIT
+    ],
+)
+def test_a_pid_file_that_holds_no_pid_is_described_never_quoted(tmp_path, content, described):
+    secret = tmp_path / 'credentials'
+    secret.write_bytes(content)
+    (tmp_path / 'app.pid').symlink_to(secret)
+    with pytest.raises(PidFileInvalid, match=described) as info:
+        read_pid_file(str(tmp_path / 'app.pid'))
+    assert 'hunter2' not in str(info.value) and 'secret' not in str(info.value).replace(str(tmp_path), '')
+
+
+@pytest.mark.parametrize('kind', ['a directory', 'a FIFO', 'a device'])
+def test_a_pid_file_that_is_not_a_file_is_not_read(tmp_path, kind):
+    path = tmp_path / 'app.pid'
+    if kind == 'a directory':
+        path.mkdir()
+    elif kind == 'a FIFO':
+        os.mkfifo(path)  # a blocking read would wait for a writer forever
+    else:
+        path.symlink_to('/dev/zero')  # a read would return whatever the device gives
+    with pytest.raises(PidFileInvalid, match='is %s, not a file' % kind):
+        read_pid_file(str(path))
 
 
 def test_a_titled_master_older_than_its_file(tmp_path, fake):

@@ -27,7 +27,7 @@ from datadog_checks.gunicorn.sources.procfs import (
     parse_mount_options,
     parse_schedstat,
     parse_stat,
-    parse_status_uid,
+    parse_status,
     socket_inodes,
 )
 
@@ -311,18 +311,20 @@ def test_fd_links_of_this_process():
         assert os.fstat(sock.fileno()).st_ino in socket_inodes(links)
 
 
-def test_uid_is_the_effective_one():
-    status = b'Name:\tgunicorn\nUid:\t1000\t33\t33\t33\nGid:\t1000\t33\t33\t33\n'
-    assert parse_status_uid(status) == 33
+def test_status_gives_the_effective_uid_and_the_pid_in_its_own_namespace():
+    status = b'Name:\tgunicorn\nUid:\t1000\t33\t33\t33\nGid:\t1000\t33\t33\t33\nNSpid:\t4242\t17\t1\n'
+    assert parse_status(status, 4242) == (33, 1)
+    # Before Linux 4.1 there is no NSpid: the process is in the reader's namespace as far as it can tell.
+    assert parse_status(b'Uid:\t0\t0\t0\t0\n', 7) == (0, 7)
     with pytest.raises(ValueError):
-        parse_status_uid(b'Name:\tx\n')
+        parse_status(b'Name:\tx\n', 7)
 
 
 def test_real_status_and_cgroup_of_this_process():
     import os
 
     procfs = ProcFS('/proc')
-    assert procfs.read_uid(os.getpid()) == os.geteuid()
+    assert procfs.read_status(os.getpid()) == (os.geteuid(), os.getpid())
     assert procfs.read_cgroup(os.getpid()).count(b':') >= 2
 
 

@@ -1,9 +1,10 @@
 """`python -m datadog_checks.gunicorn diagnose`: every Gunicorn master this user can see, and why a name finds none.
 
 Run it as the Agent's user (`sudo -u dd-agent ...`), in the Agent's container when the Agent runs in one: what it
-sees is what the check sees. It reads only /proc (under `--procfs-path`), the pid file it is given, and the existence
-of control-socket files; it never connects to a socket, never signals a process and never prints a command line
-without redacting it.
+sees is what the check sees. It reads /proc (under `--procfs-path`) and the pid file it is given, and looks for each
+master's control socket exactly as the check does (locate.py: the same candidates, the same verification, with
+`show stats` alone); it never sends another command, never signals a process and never prints a command line or a
+name without redacting it.
 
 messages.explain_missing is the short form of the same facts that the check puts in its CRITICAL service check.
 """
@@ -15,7 +16,6 @@ import difflib
 import logging
 import os
 import pwd
-import stat as stat_module
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -24,10 +24,11 @@ import yaml
 from ..collectors.discovery import AppTree, Discovery, Master, Sightings, walk
 from ..configuration import DEFAULT_PROCFS_ROOT
 from ..messages import SETPROCTITLE_HINT, explain_missing, what_was_seen
-from ..sources.cmdline import redacted_command
 from ..sources.control_socket import locate
+from ..sources.control_socket.client import ControlSocketError, SocketMissing, SocketPermissionDenied
 from ..sources.pidfile import PidFiles
 from ..sources.procfs import ProcError, ProcFS
+from ..sources.redaction import app_name, redacted_command
 
 CAP_SYS_PTRACE = 19  # include/uapi/linux/capability.h
 LOG = logging.getLogger(__name__)
@@ -83,14 +84,16 @@ class Diagnosis:
             return [m for m in self.masters if m.pid in self.pid_file_masters]
         if self.requested_name is None:
             return self.masters
-        return [m for m in self.masters if m.name == self.requested_name]
+        return [m for m in self.masters if m.name == app_name(self.requested_name)]
 
     @property
     def ok(self) -> bool:
         return not self.procfs_missing and bool(self.matched)
 
 
-def diagnose(procfs: ProcFS, proc_name: str | None = None, pid_file: str | None = None) -> Diagnosis:
+def diagnose(
+    procfs: ProcFS, proc_name: str | None = None, pid_file: str | None = None, control_socket: str | None = None
+) -> Diagnosis:
     me = os.geteuid()
     result = Diagnosis(
         procfs_root=procfs.root,
@@ -112,12 +115,14 @@ def diagnose(procfs: ProcFS, proc_name: str | None = None, pid_file: str | None 
         known = {m.stat.pid for m in masters}
         masters += [Master(m.stat, m.name, m.command) for m in found.masters if m.stat.pid not in known]
     trees = {m.stat.pid: discovery.tree(m) for m in masters}
-    result.masters = [_report(procfs, m, trees[m.stat.pid]) for m in sorted(masters, key=lambda m: m.stat.pid)]
+    result.masters = [
+        _report(procfs, m, trees[m.stat.pid], control_socket) for m in sorted(masters, key=lambda m: m.stat.pid)
+    ]
     result.sources = _sources(procfs, list(trees.values()), result)
     return result
 
 
-def _report(procfs: ProcFS, master: Master, tree: AppTree) -> MasterReport:
+def _report(procfs: ProcFS, master: Master, tree: AppTree, configured: str | None) -> MasterReport:
     uid = _uid(procfs, master.stat.pid)
     command = master.command
     return MasterReport(
@@ -129,7 +134,7 @@ def _report(procfs: ProcFS, master: Master, tree: AppTree) -> MasterReport:
         upgrade_masters=len(tree.upgrade_masters),
         dirty_workers=len(tree.dirty_workers),
         worker_class=_worker_class(master),
-        control_socket=_control_socket(procfs, master, uid),
+        control_socket=control_socket_state(procfs, tree, uid, configured),
         command=redacted_command(command.argv, max_chars=4000) if command is not None else None,
         pid_file=command.pid_file if command is not None else None,
         starting=tree.starting,
@@ -149,93 +154,48 @@ def _worker_class(master: Master) -> str:
     return 'sync (the default)'
 
 
-def socket_candidates(procfs: ProcFS, master: Master, uid: int | None) -> list[str] | None:
-    """Where Gunicorn 25.1+ may have put this master's control socket, or None when its command line disables it.
-
-    The check's own candidates (control_socket.candidate_paths: an explicit `--control-socket`, `/run/user/<uid>`,
-    `<home>/.gunicorn`, the 25.1.0 cwd), with `$XDG_RUNTIME_DIR` from the master's environment second when this
-    user may read it (setproctitle overwrites that environment in titled masters). Paths are as the master sees
-    them; `_control_socket` looks them up through the container's root and the host's.
-    """
-    command = master.command
-    if command is not None and command.has('--no-control-socket'):
-        return None
-    try:
-        cmdline = procfs.read_cmdline(master.stat.pid)
-    except ProcError:
-        cmdline = []
-    try:
-        cwd = os.readlink(procfs.path(master.stat.pid, 'cwd'))
-    except OSError:
-        cwd = None  # ptrace-level access only
-    paths = locate.candidate_paths(uid, cmdline, cwd) if uid is not None else []
-    try:
-        env = procfs.read_environ(master.stat.pid, frozenset({'XDG_RUNTIME_DIR'}))
-    except ProcError:
-        env = {}
-    if env.get('XDG_RUNTIME_DIR'):
-        explicit = 1 if command is not None and command.last('--control-socket') else 0
-        paths.insert(explicit, os.path.join(env['XDG_RUNTIME_DIR'], locate.SOCKET_NAME))
-    return list(dict.fromkeys(paths))
-
-
-def _control_socket(procfs: ProcFS, master: Master, uid: int | None) -> str:
-    """`present at PATH` or `absent`: whether a socket file exists, without ever connecting to it."""
-    candidates = socket_candidates(procfs, master, uid)
-    if candidates is None:
+def control_socket_state(procfs: ProcFS, tree: AppTree, uid: int | None, configured: str | None) -> str:
+    """The control socket the check would use for this master, as the check finds and verifies it, in words."""
+    if uid is None:
+        return "unknown (the master's /proc/PID/status is not readable)"
+    found = locate.candidates(procfs, tree.master, uid, configured)
+    if found is None:
         return 'disabled (--no-control-socket)'
-    held = _held_socket_paths(procfs, master.stat.pid)
-    for path in held:
-        if path in candidates or path.endswith('/' + locate.SOCKET_NAME):
-            return 'present at %s (held by the master)' % path
-    for path in candidates:
-        # The path is in the master's mount namespace: through /proc/PID/root when this user may follow it (an
-        # application in a container), else under the host's root as the Agent mounts it (/host for /host/proc),
-        # else as is.
-        root = procfs.path(master.stat.pid, 'root')
-        for seen_as in dict.fromkeys((root + path, procfs.host_root + path, path)):
-            try:
-                mode = os.stat(seen_as).st_mode
-            except OSError:
-                continue
-            if stat_module.S_ISSOCK(mode):
-                return 'present at %s' % path
-    if not candidates:
-        return "unknown (the master's user is not readable)"
-    return 'absent (looked at %s; Gunicorn before 25.1 has none)' % ', '.join(candidates)
-
-
-def _held_socket_paths(procfs: ProcFS, pid: int) -> list[str]:
-    """Paths of the listening unix sockets `pid` holds open: /proc/PID/fd links `socket:[INODE]` matched with the
-    rows of /proc/PID/net/unix (needs ptrace access to fd/; without it, nothing). setproctitle overwrites the
-    environment a titled master started with, so this is how its socket is found when XDG_RUNTIME_DIR was not
-    systemd's default.
-    """
-    fd_dir = procfs.path(pid, 'fd')
-    inodes = set()
     try:
-        for fd in os.listdir(fd_dir):
-            try:
-                target = os.readlink(os.path.join(fd_dir, fd))
-            except OSError:
-                continue
-            if target.startswith('socket:['):
-                inodes.add(target[8:-1])
-        with open(procfs.path(pid, 'net', 'unix'), 'rb') as f:
-            table = f.read(4 << 20).decode('utf-8', 'replace').splitlines()[1:]
-    except OSError:
-        return []
-    paths = []
-    for row in table:
-        # Num RefCount Protocol Flags Type St Inode [Path]; a listener has the __SO_ACCEPTCON flag (0x10000).
-        fields = row.split(None, 7)
-        try:
-            if len(fields) == 8 and fields[6] in inodes and int(fields[3], 16) & 0x10000:
-                paths.append(fields[7])
-        except ValueError:
-            continue  # not a row of the table
+        who = locate.identity(procfs, tree.master, tree.upgrade_masters)
+        verified = locate.verified_exchange(procfs, found, who)
+    except ProcError as exc:
+        return 'unknown (%s)' % exc
+    except ControlSocketError as exc:
+        return _refused(exc, found)
+    with verified.client:
+        answered = (
+            'the new master %d of a USR2 upgrade' % verified.upgrade_pid if verified.upgrade_pid else 'this master'
+        )
+        return '%s (found from %s), answered by %s' % (verified.candidate.reach, verified.candidate.source, answered)
 
-    return paths
+
+def _refused(error: ControlSocketError, tried: list[locate.Candidate]) -> str:
+    telling = error.telling if isinstance(error, locate.Unverified) else error
+    where = telling.path or ', '.join(c.path for c in tried)
+    if isinstance(telling, locate.WrongMaster):
+        who = 'pid %s' % telling.answering_pid if telling.answering_pid else 'another process'
+        app = ' (app %s)' % telling.app if telling.app else ''
+        return 'held by another master: %s is answered by %s%s' % (where, who, app)
+    if isinstance(telling, locate.ForeignOwner):
+        return "not trusted: %s belongs to uid %d, not to the master's user" % (where, telling.owner)
+    if isinstance(telling, SocketPermissionDenied):
+        return 'present, refused to this user by permission: %s' % telling
+    if isinstance(telling, locate.ListenerWithoutFile):
+        return (
+            'file gone at %s while the master still listens (after a USR2 upgrade Gunicorn deletes it until the '
+            'next worker fork)' % where
+        )
+    if isinstance(telling, locate.NotASocket):
+        return 'not a socket: %s is %s' % (where, telling.kind)
+    if isinstance(telling, SocketMissing):
+        return 'absent (looked at %s; Gunicorn before 25.1 has none)' % ', '.join(c.path for c in tried)
+    return 'unusable: %s' % telling
 
 
 def _sources(procfs: ProcFS, trees: list[AppTree], result: Diagnosis) -> list[Source]:
@@ -293,7 +253,7 @@ def _probe(procfs: ProcFS, pids: list[int], what: str, rule: str, expected: bool
 
 def _uid(procfs: ProcFS, pid: int) -> int | None:
     try:
-        return procfs.read_uid(pid)
+        return procfs.read_status(pid).uid
     except ProcError:
         return None
 
@@ -428,6 +388,7 @@ def build_parser(prog: str = 'python -m datadog_checks.gunicorn diagnose') -> ar
     )
     parser.add_argument('--proc-name', metavar='NAME', help='the proc_name the check is (to be) configured with')
     parser.add_argument('--pid-file', metavar='FILE', help='the pid_file the check is (to be) configured with')
+    parser.add_argument('--control-socket', metavar='PATH', help='the control_socket the check is configured with')
     parser.add_argument(
         '--procfs-path', metavar='DIR', default=DEFAULT_PROCFS_ROOT, help="the Agent's procfs_path (default /proc)"
     )
@@ -436,6 +397,6 @@ def build_parser(prog: str = 'python -m datadog_checks.gunicorn diagnose') -> ar
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result = diagnose(ProcFS(args.procfs_path), args.proc_name, args.pid_file)
+    result = diagnose(ProcFS(args.procfs_path), args.proc_name, args.pid_file, args.control_socket)
     print(render(result), end='')
     return 0 if result.ok else 1

@@ -58,12 +58,37 @@ class InstanceReport:
         return not self.errors
 
 
+class ConfError(Exception):
+    """A --conf file that cannot be used; the message names the file and the problem, in one line."""
+
+
 def load_config(path: str) -> tuple[dict, list[dict]]:
-    with open(path, encoding='utf-8') as f:
-        config = yaml.safe_load(f) or {}
+    """init_config and the instances of a conf.yaml, or ConfError saying why not (never the file's content)."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            config = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfError('%s: no such file' % path) from None
+    except PermissionError:
+        raise ConfError('%s: permission denied' % path) from None
+    except IsADirectoryError:
+        raise ConfError('%s: a directory, not a conf.yaml' % path) from None
+    except UnicodeDecodeError:
+        raise ConfError('%s: not UTF-8 text' % path) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, 'problem_mark', None)
+        where = ' at line %d' % (mark.line + 1) if mark is not None else ''
+        raise ConfError('%s: not valid YAML%s' % (path, where)) from None
+    except OSError as exc:
+        raise ConfError('%s: %s' % (path, exc.strerror or type(exc).__name__)) from None
     if not isinstance(config, dict) or not isinstance(config.get('instances'), list) or not config['instances']:
-        raise SystemExit('%s: expected a conf.yaml with an `instances:` list of at least one instance' % path)
-    return config.get('init_config') or {}, config['instances']
+        raise ConfError('%s: expected a conf.yaml with an `instances:` list of at least one instance' % path)
+    if not all(isinstance(instance, dict) for instance in config['instances']):
+        raise ConfError('%s: each item of `instances:` must be a mapping of options (proc_name: ...)' % path)
+    init_config = config.get('init_config') or {}
+    if not isinstance(init_config, dict):
+        raise ConfError('%s: `init_config:` must be a mapping or empty' % path)
+    return init_config, config['instances']
 
 
 def run_instance(init_config: dict, instance: dict, source: str, times: int, pause: float) -> InstanceReport:
@@ -221,7 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.times < 1:
         raise SystemExit('--times must be at least 1')
     if args.conf:
-        init_config, instances = load_config(args.conf)
+        try:
+            init_config, instances = load_config(args.conf)
+        except ConfError as exc:
+            print('error: %s' % exc, file=sys.stderr)
+            return 2
         source = 'file:%s' % args.conf
     else:
         instance = {k: v for k, v in (('proc_name', args.proc_name), ('pid_file', args.pid_file)) if v}

@@ -165,10 +165,6 @@ def control_socket_hints(
     With --reuse-port the master holds no listener and `show listeners` is empty: the configured binds name the
     address every worker's socket listens on.
     """
-    announced = {
-        key.pid: [x.address for x in h.listeners if x.address] or list(h.config.bind)
-        for key, h in found
-        if h.listeners or h.config.bind
-    }
+    announced = {key.pid: list(h.listeners or h.config.bind) for key, h in found if h.listeners or h.config.bind}
     config = next((h.config for _, h in found if h.config.worker_class), None)
     return announced, config and config.worker_class, config and config.threads

@@ -7,15 +7,16 @@ workers show the same line. `parse_gunicorn` reads it the way Gunicorn's own arg
 name Gunicorn would have put in the title can be compared with `proc_name`.
 
 Command lines carry secrets (`-e DATABASE_URL=postgres://user:pass@db/app`, `--password=...`): everything that shows
-one to a person goes through `redact` first.
+one to a person goes through redaction.py first.
 """
 
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from .redaction import app_name
 
 PROGRAMS = frozenset({'gunicorn', 'gunicorn3'})  # gunicorn3: Debian's python3-gunicorn before bookworm
 MODULES = frozenset({'gunicorn', 'gunicorn.app.wsgiapp'})
@@ -180,13 +181,15 @@ class GunicornCommand:
 
     @property
     def name(self) -> str | None:
-        """`--name`/`-n`, when the command line sets it."""
-        return self.last('--name') or None
+        """`--name`/`-n`, when the command line sets it; a factory call without its arguments, as in titles."""
+        return app_name(self.last('--name') or None)
 
     @property
     def app(self) -> str | None:
-        """The application: the positional APP_MODULE, else the `--paste` file."""
-        return (self.positional[0] if self.positional else None) or self.last('--paste') or self.last('--paster')
+        """The application: the positional APP_MODULE, else the `--paste` file; a factory call without its arguments."""
+        return app_name(
+            (self.positional[0] if self.positional else None) or self.last('--paste') or self.last('--paster')
+        )
 
     @property
     def proc_name(self) -> str:
@@ -317,112 +320,3 @@ def _expand_abbreviation(option: str) -> str:
 
 def _basename(path: str) -> str:
     return path.rstrip('/').rsplit('/', 1)[-1]
-
-
-# Redaction
-
-REDACTED = '********'
-# Words that make an option, variable or query parameter name a secret's name. Matched against the name's words
-# (split on - _ . and case changes are ignored) so that `--keyfile` (a path) stays while `--api-key` goes.
-_SECRET_WORDS = frozenset(
-    {
-        'auth',
-        'authorization',
-        'bearer',
-        'cookie',
-        'cred',
-        'creds',
-        'credential',
-        'credentials',
-        'dsn',
-        'jwt',
-        'key',
-        'apikey',
-        'pass',
-        'passphrase',
-        'passwd',
-        'password',
-        'pwd',
-        'private',
-        'salt',
-        'secret',
-        'session',
-        'signature',
-        'token',
-    }
-)
-_URL_USERINFO = re.compile(r'(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#\s]*)@')
-_QUERY_PARAM = re.compile(r'(?P<sep>[?&;])(?P<name>[^=&;#\s]+)=(?P<value>[^&;#\s]*)')
-_ASSIGNMENT = re.compile(r'\A(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)=(?P<value>.*)\Z', re.DOTALL)
-_SCHEME_TOKEN = re.compile(r'(?i)\b(?P<scheme>bearer|basic|token)\s+\S+')
-
-
-# Inside a word too: `PGPASSWORD`, `MYSQL_PWD` is a word, `DJANGO_SECRETKEY`.
-_SECRET_PARTS = ('passw', 'secret', 'token', 'apikey', 'credential')
-
-
-def is_secret_name(name: str) -> bool:
-    words = [w for w in re.split(r'[-_.\s]+', name.strip('-').lower()) if w]
-    return any(w in _SECRET_WORDS or any(part in w for part in _SECRET_PARTS) for w in words)
-
-
-def redact_text(text: str) -> str:
-    """One argument with the credentials of URLs, secret query parameters and auth tokens replaced."""
-    text = _URL_USERINFO.sub(lambda m: '%s%s@' % (m['scheme'], REDACTED), text)
-    text = _QUERY_PARAM.sub(
-        lambda m: '%s%s=%s' % (m['sep'], m['name'], REDACTED if is_secret_name(m['name']) else m['value']), text
-    )
-    return _SCHEME_TOKEN.sub(lambda m: '%s %s' % (m['scheme'], REDACTED), text)
-
-
-def redact(argv: Sequence[str]) -> list[str]:
-    """A command line safe to show: values of secret-looking options and assignments, and URL credentials, replaced.
-
-    `--password=x`, `--api-key x`, `-e SECRET_KEY=x`, `DATABASE_PASSWORD=x`, `postgres://user:x@db/app`,
-    `https://h/?token=x`. Over-redacting a harmless value is acceptable; printing a secret is not.
-    """
-    out: list[str] = []
-    hide_next = False
-    for arg in argv:
-        if hide_next and not (arg.startswith('-') and len(arg) > 1):
-            out.append(REDACTED)
-            hide_next = False
-            continue
-        hide_next = False
-        if arg[:2] in SHORT_VALUE and len(arg) > 2:
-            # `-eSECRET_KEY=x`, `-e=SECRET_KEY=x`: a short option with its value attached.
-            attached = arg[2:]
-            prefix = arg[:2] + ('=' if attached.startswith('=') else '')
-            out.append(prefix + _redact_value(attached[len(prefix) - 2 :]))
-            continue
-        if arg.startswith('-') and len(arg) > 1:
-            option, eq, value = arg.partition('=')
-            if is_secret_name(option):
-                if eq:
-                    out.append('%s=%s' % (option, REDACTED))
-                else:
-                    out.append(arg)
-                    hide_next = True
-                continue
-            if eq:
-                out.append('%s=%s' % (option, _redact_value(value)))
-                continue
-            out.append(redact_text(arg))
-            continue
-        out.append(_redact_value(arg))
-    return out
-
-
-def _redact_value(value: str) -> str:
-    assignment = _ASSIGNMENT.match(value)
-    if assignment and is_secret_name(assignment['name']):
-        return '%s=%s' % (assignment['name'], REDACTED)
-    if assignment:
-        return '%s=%s' % (assignment['name'], redact_text(assignment['value']))
-    return redact_text(value)
-
-
-def redacted_command(argv: Sequence[str], max_chars: int = 300) -> str:
-    """A redacted command line as one shell-quoted string, cut to `max_chars` so that messages stay short."""
-    text = shlex.join(redact(argv))
-    return text if len(text) <= max_chars else text[: max_chars - 3] + '...'

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import logging
 import os
+import stat as stat_module
 from dataclasses import dataclass, field
 
-from .cmdline import GunicornCommand, parse_gunicorn, redacted_command
+from .cmdline import GunicornCommand, parse_gunicorn
 from .procfs import ProcError, ProcessAccessDenied, ProcessGone, ProcFS, Stat
+from .redaction import redacted_command
 from .titles import Role, parse_title
 
 UPGRADE_SUFFIX = '.2'
+# PID_MAX_LIMIT (include/linux/threads.h)
+PID_MAX = 4_194_304
 # A pid file holds one decimal pid and a newline; anything longer is not a pid file.
 MAX_BYTES = 64
 # The boot time in /proc/stat has a one-second resolution and moves with wall-clock adjustments: a master may look
@@ -28,6 +32,11 @@ NAMESPACE_HINT = (
     'if Gunicorn runs in a container whose PID namespace the Agent does not share, the pid in its file means '
     'nothing to the Agent: use proc_name instead'
 )
+
+
+def _kind(mode: int) -> str:
+    kinds = {stat_module.S_IFDIR: 'a directory', stat_module.S_IFIFO: 'a FIFO', stat_module.S_IFSOCK: 'a socket'}
+    return kinds.get(stat_module.S_IFMT(mode), 'a device')
 
 
 class PidFileError(Exception):
@@ -82,9 +91,12 @@ class PidFileResult:
 
 
 def parse_pid_file(data: bytes) -> int:
-    text = data.decode('ascii', 'replace').strip()
-    if not text.isdigit() or int(text) <= 0:
-        raise ValueError('not a pid: %r' % text[:20])
+    """The pid a pid file holds. The error describes the content (its size, whether it is text) and never quotes
+    it: a `pid_file` pointing at another file, by mistake or through a symbolic link, must not show that file."""
+    text = data.strip()
+    if not text.isdigit() or not 0 < int(text) <= PID_MAX:
+        kind = 'empty' if not text else '%d bytes that are not a pid' % len(data)
+        raise ValueError(kind if text.isascii() or not text else '%d bytes of binary data, not a pid' % len(data))
     return int(text)
 
 
@@ -93,8 +105,10 @@ def read_pid_file(path: str) -> PidFileContent:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
-            mtime = os.fstat(fd).st_mtime
-            data = os.read(fd, MAX_BYTES + 1)
+            st = os.fstat(fd)
+            # A FIFO would block a reader (hence O_NONBLOCK) and a device would read whatever it gives: only a file
+            # Gunicorn can have written is read.
+            data = os.read(fd, MAX_BYTES + 1) if stat_module.S_ISREG(st.st_mode) else None
         finally:
             os.close(fd)
     except FileNotFoundError as exc:
@@ -106,10 +120,12 @@ def read_pid_file(path: str) -> PidFileContent:
         raise PidFileUnreadable('pid file %s cannot be read by the Agent user: permission denied' % path) from exc
     except OSError as exc:
         raise PidFileUnreadable('pid file %s cannot be read: %s' % (path, os.strerror(exc.errno or 0))) from exc
+    if data is None:
+        raise PidFileInvalid('pid file %s is %s, not a file' % (path, _kind(st.st_mode)))
     try:
         if len(data) > MAX_BYTES:
-            raise ValueError('longer than %d bytes' % MAX_BYTES)
-        return PidFileContent(parse_pid_file(data), mtime)
+            raise ValueError('more than %d bytes' % MAX_BYTES)
+        return PidFileContent(parse_pid_file(data), st.st_mtime)
     except ValueError as exc:
         raise PidFileInvalid('pid file %s does not hold a pid (%s)' % (path, exc)) from exc
 
@@ -199,7 +215,7 @@ class PidFiles:
         if titled is not None:
             if titled.role is Role.MASTER:
                 return PidFileMaster(path, stat, titled.name, None)
-            what = 'a Gunicorn %s (`%s`)' % (titled.role.value, title)
+            what = 'a Gunicorn %s of %s' % (titled.role.value, titled.name or 'no name')
             raise NotAMaster('pid file %s names pid %d, %s, not a master' % (path, pid, what), stat, what)
         command, argv = self._command(pid)
         if command is None:

@@ -227,12 +227,25 @@ def is_procfs(path: str, mountinfo: str = '/proc/self/mountinfo') -> bool:
     return best_type == 'proc'
 
 
-def parse_status_uid(data: bytes) -> int:
-    """The effective uid from /proc/PID/status (`Uid:` real, effective, saved, filesystem), the user `ps` shows."""
+class Status(NamedTuple):
+    """What /proc/PID/status says of who a process is."""
+
+    uid: int  # effective: the user `ps` shows, and the owner of the files it creates
+    ns_pid: int  # its pid in its own PID namespace (the last of NSpid): what the process itself calls os.getpid()
+
+
+def parse_status(data: bytes, pid: int) -> Status:
+    """`Uid:` (real, effective, saved, filesystem) and `NSpid:` (this namespace first, the process's own last; absent
+    before Linux 4.1, where `pid` stands for it) of /proc/PID/status."""
+    uid = ns_pid = None
     for line in data.splitlines():
         if line.startswith(b'Uid:'):
-            return int(line.split()[2])
-    raise ValueError('no Uid line')
+            uid = int(line.split()[2])
+        elif line.startswith(b'NSpid:'):
+            ns_pid = int(line.split()[-1])
+    if uid is None:
+        raise ValueError('no Uid line')
+    return Status(uid, pid if ns_pid is None else ns_pid)
 
 
 def parse_boot_time(data: bytes) -> int:
@@ -607,10 +620,10 @@ class ProcFS:
                 continue
         return tuple(links)
 
-    def read_uid(self, pid: int) -> int:
+    def read_status(self, pid: int) -> Status:
         data = self._read(pid, 'status', whole=True)
         try:
-            return parse_status_uid(data)
+            return parse_status(data, pid)
         except (ValueError, IndexError) as exc:
             raise ProcessGone(pid, self.path(pid, 'status'), 'unparsable status') from exc
 

@@ -11,6 +11,8 @@ import enum
 import re
 from dataclasses import dataclass
 
+from .redaction import app_name
+
 # The name may hold spaces, ':', '/' and brackets: everything between the first '[' and the last ']'.
 # Only the dirty arbiter goes without a name (a later release may add one).
 _TITLE = re.compile(r'gunicorn: (?:(master|worker|dirty-worker) \[(.*)\]|(dirty-arbiter)(?: \[(.*)\])?)\Z', re.DOTALL)
@@ -36,8 +38,16 @@ def parse_title(title: str) -> Title | None:
     if match is None:
         return None
     if match.group(3):
-        return Title(Role.DIRTY_ARBITER, match.group(4))
-    return Title(Role(match.group(1)), match.group(2))
+        return Title(Role.DIRTY_ARBITER, _shown(match.group(4)))
+    return Title(Role(match.group(1)), _shown(match.group(2)))
+
+
+def _shown(name: str | None) -> str | None:
+    """The name as the check shows and matches it: an app given as a factory call loses its call arguments, which
+    may carry secrets (see redaction.py), with or without the upgrade suffix."""
+    if name is not None and name.endswith(UPGRADE_SUFFIX):
+        return app_name(name[: -len(UPGRADE_SUFFIX)]) + UPGRADE_SUFFIX
+    return app_name(name)
 
 
 def base_name(name: str | None) -> str | None:

@@ -19,11 +19,9 @@ from datadog_checks.gunicorn.sources.control_socket.client import (
     ControlSocketError,
 )
 from datadog_checks.gunicorn.sources.control_socket.replies import (
-    parse_all,
     parse_config,
     parse_listeners,
     parse_stats,
-    parse_workers,
 )
 
 E = TypeVar('E', bound=ControlSocketError)
@@ -223,12 +221,6 @@ def refuses_listeners(conn, srv):
 
 
 def show(client: ControlSocketClient, what: str):
-    """`show <what>` through `client`, parsed: what the monitor reads, one command at a time."""
-    parse = {
-        'stats': parse_stats,
-        'workers': parse_workers,
-        'all': parse_all,
-        'config': parse_config,
-        'listeners': parse_listeners,
-    }[what]
+    """`show <what>` through `client`: parsed as the monitor parses it where there is a parser, else the raw data."""
+    parse = {'stats': parse_stats, 'config': parse_config, 'listeners': parse_listeners}.get(what, lambda data: data)
     return parse(client.query('show %s' % what))

@@ -25,15 +25,15 @@ from datadog_checks.gunicorn.sources.control_socket.client import (
     ControlSocketClient,
     SocketMissing,
     SocketTimeout,
-    WrongMaster,
 )
 from datadog_checks.gunicorn.sources.control_socket.replies import (
-    parse_all,
+    dirty_heartbeat_ages,
     parse_config,
     parse_listeners,
     parse_stats,
-    parse_workers,
+    web_heartbeat_ages,
 )
+from datadog_checks.gunicorn.sources.procfs import ProcFS
 
 from ...common import wait_for
 from ...gunicorn_env import Gunicorn, running
@@ -43,6 +43,7 @@ T = TypeVar('T')
 
 # Generous next to the milliseconds a live master takes, so a loaded machine does not fail the tests.
 TIMEOUT = 2.0
+PROCFS = ProcFS('/proc')
 
 DIRTY = ['--dirty-app', 'dirty:Tasks', '--dirty-workers', '1']
 
@@ -154,28 +155,21 @@ def test_show_commands_field_names(tmp_path):
         assert (stats.workers_killed, stats.reloads) == (0, 0)
         assert stats.uptime_seconds is not None and stats.uptime_seconds >= 0
 
-        processes = parse_all(everything)
-        assert processes.arbiter_pid == server.master_pid
-        assert sorted(w.pid for w in processes.web_workers) == server.worker_pids()
-        assert [w.age for w in processes.web_workers] == sorted(w.age for w in processes.web_workers)
-        assert all(0 <= w.last_heartbeat_seconds < 30 for w in processes.web_workers)
+        assert everything['arbiter']['pid'] == server.master_pid
+        assert sorted(w['pid'] for w in everything['web_workers']) == server.worker_pids()
+        assert all(0 <= age < 30 for age in web_heartbeat_ages(replies['show workers'], stats.uptime_seconds))
+        assert len(web_heartbeat_ages(replies['show workers'], stats.uptime_seconds)) == 2
         arbiter = server.titled('gunicorn: dirty-arbiter')
-        assert [processes.dirty_arbiter_pid] == arbiter == [stats.dirty_arbiter_pid]
-        assert [w.pid for w in processes.dirty_workers] == server.titled('gunicorn: dirty-worker [')
-        assert processes.dirty_workers[0].apps == ('dirty:Tasks',)
-        pids_ages = [(w.pid, w.age) for w in processes.web_workers]
-        assert [(w.pid, w.age) for w in parse_workers(replies['show workers'])] == pids_ages
+        assert [everything['dirty_arbiter']['pid']] == arbiter == [stats.dirty_arbiter_pid]
+        assert [w['pid'] for w in everything['dirty_workers']] == server.titled('gunicorn: dirty-worker [')
+        assert len(dirty_heartbeat_ages(everything, stats.uptime_seconds)) == 1
 
         config = parse_config(replies['show config'])
-        assert (config.worker_class, config.workers, config.threads) == ('sync', 2, 1)
-        assert (config.timeout_seconds, config.graceful_timeout_seconds, config.keepalive_seconds) == (30, 30, 2)
-        assert config.bind == (server.bind,) and config.proc_name == server.name
-        assert (config.dirty_workers, config.dirty_apps) == (1, ('dirty:Tasks',))
-        assert config.control_socket == path
+        assert (config.worker_class, config.threads, config.timeout_seconds, config.max_requests) == ('sync', 1, 30, 0)
+        assert config.bind == (server.bind,) and (config.dirty_workers, config.dirty_apps) == (1, ('dirty:Tasks',))
 
         # str() of the listener, with its scheme.
-        (listener,) = parse_listeners(replies['show listeners'])
-        assert (listener.address, listener.type) == ('http://' + server.bind, 'tcp') and listener.fd is not None
+        assert parse_listeners(replies['show listeners']) == ('http://' + server.bind,)
 
 
 def test_gthread_worker_class(tmp_path):
@@ -281,23 +275,25 @@ def test_queries_survive_a_storm_of_forks(tmp_path):
         assert answers[-1].workers_spawned == 21 and all(a.pid == server.master_pid for a in answers)
 
 
-def test_candidates_find_the_home_default_and_verify_the_master(tmp_path):
-    # Without XDG_RUNTIME_DIR, Gunicorn falls back to $HOME/.gunicorn/gunicorn.ctl.
+def found(server: Gunicorn, configured: str | None = None) -> locate.Verified:
+    """The socket the check finds and verifies for this server's master."""
+    stat = PROCFS.read_stat(server.master_pid)
+    paths = locate.candidates(PROCFS, stat, PROCFS.read_status(stat.pid).uid, configured)
+    return locate.verified_exchange(PROCFS, paths, locate.identity(PROCFS, stat), (), TIMEOUT)
+
+
+def test_the_home_default_is_found_from_the_masters_own_socket(tmp_path):
+    # Without XDG_RUNTIME_DIR, Gunicorn falls back to $HOME/.gunicorn/gunicorn.ctl of its own environment: here a
+    # HOME that is not the passwd home of the user running it.
     home = tmp_path / 'home'
     home.mkdir()
-    env = {'XDG_RUNTIME_DIR': '', 'HOME': str(home)}
-    with running(tmp_path / 'a', workers=1, env=env) as server:
-        master = psutil.Process(server.master_pid)
-        candidates = locate.candidate_paths(
-            master.uids().real, master.cmdline(), master.cwd(), home_of=lambda uid: str(home)
-        )
+    with running(tmp_path / 'a', workers=1, env={'XDG_RUNTIME_DIR': '', 'HOME': str(home)}) as server:
         expected = str(home / '.gunicorn' / locate.SOCKET_NAME)
-        assert expected in candidates
         eventually(expected, lambda c: show(c, 'stats'), lambda s: s.pid == server.master_pid, 'the home socket')
-        client, stats = locate.connect_verified(candidates, server.master_pid, TIMEOUT)
-        with client:
-            assert client.path == expected and stats.pid == server.master_pid
-            assert show(client, 'config').control_socket == expected
+        verified = found(server)
+        with verified.client:
+            assert verified.candidate.path == expected and verified.stats.pid == server.master_pid
+            assert verified.candidate.source == "the master's own listening socket"
         # The parent directory Gunicorn creates is private to its user.
         assert oct(Path(expected).parent.stat().st_mode & 0o777) == oct(0o700)
         assert oct(Path(expected).stat().st_mode & 0o777) == oct(0o600)
@@ -306,13 +302,13 @@ def test_candidates_find_the_home_default_and_verify_the_master(tmp_path):
 def test_explicit_path_from_an_untitled_command_line(tmp_path):
     explicit = str(tmp_path / 'app.ctl')
     with running(tmp_path, workers=1, setproctitle=False, args=['--control-socket', explicit]) as server:
-        cmdline = psutil.Process(server.master_pid).cmdline()
-        candidates = locate.candidate_paths(os.getuid(), cmdline, home_of=lambda uid: None)
-        assert candidates[0] == explicit
         eventually(explicit, lambda c: show(c, 'stats'), lambda s: s.pid == server.master_pid, 'the explicit socket')
-        client, stats = locate.connect_verified(candidates, server.master_pid, TIMEOUT)
-        with client:
-            assert client.path == explicit
+        stat = PROCFS.read_stat(server.master_pid)
+        paths = locate.candidates(PROCFS, stat, os.getuid())
+        assert explicit in [c.path for c in paths]
+        verified = found(server)
+        with verified.client:
+            assert verified.candidate.path == explicit
         assert not os.path.exists(default_socket(server))
 
 
@@ -342,16 +338,14 @@ def test_another_masters_socket_is_rejected(tmp_path):
     with running(tmp_path / 'a', workers=1) as first, running(tmp_path / 'b', workers=1) as second:
         path = default_socket(first)
         eventually(path, lambda c: show(c, 'stats'), lambda s: s.pid == first.master_pid, 'the first socket')
-        with pytest.raises(WrongMaster) as info:
-            locate.verify_master(ControlSocketClient(path, TIMEOUT), second.master_pid)
-        assert (info.value.expected_pid, info.value.actual_pid) == (second.master_pid, first.master_pid)
-        assert path in str(info.value) and '--control-socket' in str(info.value)
-        with pytest.raises(WrongMaster):
-            locate.verified_exchange([path], second.master_pid, ['show workers', 'show config'], TIMEOUT)
-        client, stats, replies = locate.verified_exchange([path], first.master_pid, ['show workers'], TIMEOUT)
-        with client:
-            (workers,) = replies
-        assert stats.pid == first.master_pid and [w.pid for w in parse_workers(workers)] == first.worker_pids()
+        with pytest.raises(locate.Unverified) as info:
+            found(second, configured=path)
+        error = info.value.telling
+        assert isinstance(error, locate.WrongMaster)
+        assert (error.expected_pid, error.answering_pid, error.app) == (second.master_pid, first.master_pid, first.name)
+        verified = found(first, configured=path)
+        with verified.client:
+            assert verified.stats.pid == first.master_pid
 
 
 def test_a_stopped_master_times_out_within_the_deadline(tmp_path):
@@ -372,13 +366,7 @@ def test_a_stopped_master_times_out_within_the_deadline(tmp_path):
 
 def test_gunicorn_23_has_no_control_socket(tmp_path):
     with running(tmp_path, version='23.0.0', workers=1) as server:
-        master = psutil.Process(server.master_pid)
-        home = tmp_path / 'home'
-        candidates = [default_socket(server)] + locate.candidate_paths(
-            master.uids().real, master.cmdline(), master.cwd(), home_of=lambda uid: str(home)
-        )
-        assert not any(os.path.exists(path) for path in candidates), candidates
-        with pytest.raises(SocketMissing) as info:
-            locate.connect_verified(candidates, server.master_pid, TIMEOUT)
-        assert default_socket(server) in str(info.value) and 'older than 25.1' in str(info.value)
-        assert f'tried {len(candidates)} paths' in str(info.value)
+        with pytest.raises(locate.Unverified) as info:
+            found(server)
+        assert isinstance(info.value.telling, SocketMissing) and 'before 25.1' in str(info.value)
+        assert all(isinstance(f, SocketMissing) for f in info.value.failures)

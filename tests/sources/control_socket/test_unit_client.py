@@ -51,35 +51,10 @@ E = TypeVar('E', bound=ControlSocketError)
 # Framing
 
 
-def test_frame_round_trip_and_layout():
+def test_frame_layout():
     frame = cs.encode_frame({'id': 1, 'command': 'show stats', 'args': []})
     assert frame[:4] == struct.pack('>I', len(frame) - 4)
     assert json.loads(frame[4:]) == {'id': 1, 'command': 'show stats', 'args': []}
-    assert cs.decode_frame(frame) == {'id': 1, 'command': 'show stats', 'args': []}
-    assert cs.decode_frame(cs.encode_frame({'name': 'gunicorn: master [é]'})) == {'name': 'gunicorn: master [é]'}
-
-
-@pytest.mark.parametrize(
-    'data, fragment',
-    [
-        (b'\x00\x00', 'shorter than'),
-        (struct.pack('>I', 10) + b'{}', 'announces 10'),
-        (struct.pack('>I', 2) + b'{}{}', 'announces 2'),
-        (struct.pack('>I', 2**31), 'cap'),
-        (struct.pack('>I', 9) + b'{not json', 'not UTF-8 JSON'),
-        (struct.pack('>I', 2) + b'\xff\xfe', 'not UTF-8 JSON'),
-    ],
-    ids=['short-prefix', 'short-body', 'trailing-bytes', 'oversize', 'garbage-json', 'not-utf8'],
-)
-def test_decode_frame_rejects(data, fragment):
-    with pytest.raises(ProtocolError, match=fragment):
-        cs.decode_frame(data)
-
-
-def test_frame_cap_is_a_parameter():
-    frame = cs.encode_frame({'x': 'y' * 100})
-    with pytest.raises(ProtocolError, match='cap'):
-        cs.decode_frame(frame, max_frame_bytes=50)
     with pytest.raises(ValueError, match='cap'):
         cs.encode_frame({'x': 'y' * 100}, max_frame_bytes=50)
 
@@ -223,8 +198,11 @@ def test_server_closing_inside_the_length_prefix(serve):
         (b'[1, 2]', 'not a JSON object'),
         (b'{"id": 1, "status": "maybe"}', "status 'maybe'"),
         (b'{"id": true, "status": "ok", "data": {}}', 'with id True'),
+        # Python's decoder recurses once per level: a reply nested this deep would exhaust the stack.
+        (b'[' * 100_000 + b']' * 100_000, 'nested deeper'),
+        (b'{"id": 1, "status": "ok", "data": ' + b'{"a": ' * 50_000 + b'1' + b'}' * 50_001, 'nested deeper'),
     ],
-    ids=['garbage-json', 'not-utf8', 'not-an-object', 'unknown-status', 'bool-id'],
+    ids=['garbage-json', 'not-utf8', 'not-an-object', 'unknown-status', 'bool-id', 'deep-list', 'deep-data'],
 )
 def test_malformed_replies(serve, payload, fragment):
     def bad(conn, srv):
@@ -339,14 +317,18 @@ def test_reconnect_waits_for_the_socket_to_come_back(sock_dir):
 def test_missing_socket(sock_dir):
     path = os.path.join(sock_dir, 'gunicorn.ctl')
     error = fails(
-        SocketMissing, path, lambda: show(ControlSocketClient(path, TIMEOUT), 'stats'), 'older than 25.1', 'configure'
+        SocketMissing,
+        path,
+        lambda: show(ControlSocketClient(path, TIMEOUT), 'stats'),
+        'before 25.1',
+        '--control-socket',
     )
     assert isinstance(error.__cause__, FileNotFoundError)
 
 
 def test_missing_directory(sock_dir):
     path = os.path.join(sock_dir, 'no-such-dir', 'gunicorn.ctl')
-    fails(SocketMissing, path, lambda: show(ControlSocketClient(path, TIMEOUT), 'stats'), 'configure')
+    fails(SocketMissing, path, lambda: show(ControlSocketClient(path, TIMEOUT), 'stats'), 'nothing is bound')
 
 
 def test_stale_socket_file(sock_dir):
@@ -355,7 +337,7 @@ def test_stale_socket_file(sock_dir):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
         listener.bind(path)
     assert stat.S_ISSOCK(os.stat(path).st_mode)
-    fails(SocketMissing, path, lambda: show(ControlSocketClient(path, TIMEOUT), 'stats'), 'stale', 'nothing listens')
+    fails(SocketMissing, path, lambda: show(ControlSocketClient(path, TIMEOUT), 'stats'), 'nothing listens', 'exited')
 
 
 def test_regular_file_at_the_path(sock_dir):

@@ -1,208 +1,302 @@
-"""Where a master's control socket is, and which master answers on it."""
+"""Where a master's control socket is (candidates from the kernel's view, on fake proc trees) and whether the master
+is what answers there (verification against fault servers: real Unix sockets of this process)."""
 
 from __future__ import annotations
 
 import os
-from typing import TypeVar
+import socket
 
 import pytest
 
-from datadog_checks.gunicorn.sources.control_socket import locate
 from datadog_checks.gunicorn.sources.control_socket.client import (
-    ControlSocketClient,
     ControlSocketError,
+    ProtocolError,
     SocketMissing,
     SocketTimeout,
-    WrongMaster,
 )
-from datadog_checks.gunicorn.sources.control_socket.locate import candidate_paths, verified_exchange
+from datadog_checks.gunicorn.sources.control_socket.locate import (
+    Candidate,
+    ForeignOwner,
+    Identity,
+    ListenerWithoutFile,
+    NotASocket,
+    Unverified,
+    WrongMaster,
+    candidates,
+    default_paths,
+    explicit_socket_path,
+    home_directory,
+    identity,
+    verified_exchange,
+)
+from datadog_checks.gunicorn.sources.procfs import ProcFS
 
-from .fakes import MARGIN, STATS, TIMEOUT, answer, ok, send_json, send_raw, show, str_fails, timed
+from ...fakeapp import SS_UNCONNECTED
+from .fakes import MARGIN, STATS, TIMEOUT, answer, ok, send_json, show, timed
 
-E = TypeVar('E', bound=ControlSocketError)
+# The fault servers run in this process: the kernel names it as the listening process (SO_PEERCRED), and they answer
+# `show stats` with pid 1000, as a master in its own PID namespace would.
+ME = Identity(pid=os.getpid(), ns_pid=1000, uid=os.geteuid())
+PROC = ProcFS('/proc')
+
+
+def here(path: str, source: str = 'a test', own: bool = True) -> Candidate:
+    return Candidate(path, path, source, own)
+
+
+def verify(paths, who: Identity = ME, then=(), timeout: float = TIMEOUT):
+    return verified_exchange(PROC, [here(p) if isinstance(p, str) else p for p in paths], who, then, timeout)
+
+
+def refusal(paths, who: Identity = ME) -> ControlSocketError:
+    with timed() as elapsed, pytest.raises(Unverified) as info:
+        verify(paths, who)
+    assert elapsed[0] < MARGIN
+    return info.value.telling
+
+
+# Where to look
+
+
+def master(fake, *argv, uid=1000, environ=None, cwd=None):
+    fake.add(100, 1, list(argv) or ['gunicorn: master [a]'])
+    fake.set_status(100, uid)
+    if environ is not None:
+        fake.set_environ(100, **environ)
+    if cwd is not None:
+        fake.set_cwd(100, cwd)
+    return fake
+
+
+def where(fake, procfs, configured=None, uid=1000, home='/home/app'):
+    found = candidates(procfs, procfs.read_stat(100), uid, configured, home_of=lambda _: home)
+    return None if found is None else [(c.path, c.source, c.own) for c in found]
+
+
+def test_the_configured_path_alone(fake, procfs):
+    master(fake)
+    assert where(fake, procfs, configured='/run/gunicorn/a.ctl') == [
+        ('/run/gunicorn/a.ctl', 'the control_socket option', True)
+    ]
+
+
+def test_the_listener_the_master_holds_comes_first_and_no_other_listener_is_taken(fake, procfs):
+    master(fake)
+    fake.set_fds(100, '/dev/null', 'socket:[20]', 'socket:[10]')
+    fake.set_net(
+        100,
+        unix=[
+            (True, SS_UNCONNECTED, 20, '/srv/app/.gunicorn/gunicorn.ctl'),  # HOME is not the passwd home
+            (True, SS_UNCONNECTED, 30, '/home/other/.gunicorn/gunicorn.ctl'),  # another app's, same namespace
+            (True, SS_UNCONNECTED, 40, '/run/app.sock'),  # the app's own listener, not a control socket
+        ],
+    )
+    found = where(fake, procfs)
+    assert found[0] == ('/srv/app/.gunicorn/gunicorn.ctl', "the master's own listening socket", True)
+    assert [path for path, _, _ in found] == [
+        '/srv/app/.gunicorn/gunicorn.ctl',
+        '/run/user/1000/gunicorn.ctl',
+        '/home/app/.gunicorn/gunicorn.ctl',
+    ]
+
+
+def test_without_access_to_its_fds_the_namespaces_control_sockets_are_candidates_not_its_own(fake, procfs):
+    master(fake)
+    fake.set_net(100, unix=[(True, SS_UNCONNECTED, 30, '/srv/app/.gunicorn/gunicorn.ctl')])
+    found = where(fake, procfs)
+    assert found[0] == ('/srv/app/.gunicorn/gunicorn.ctl', 'a control socket listening in its network namespace', False)
+
+
+def test_a_path_any_source_ties_to_the_master_is_its_own(fake, procfs):
+    master(fake)
+    fake.set_net(100, unix=[(True, SS_UNCONNECTED, 30, '/home/app/.gunicorn/gunicorn.ctl')])
+    (path, _, own) = next(c for c in where(fake, procfs) if c[0] == '/home/app/.gunicorn/gunicorn.ctl')
+    assert own  # also the default of the master's user: what answers there concerns this master
+
+
+def test_the_masters_environment_and_command_line(fake, procfs):
+    master(
+        fake,
+        '/venv/bin/python',
+        '/venv/bin/gunicorn',
+        '--control-socket',
+        'run/app.ctl',
+        'app:app',
+        environ={'HOME': '/srv/app', 'XDG_RUNTIME_DIR': '/run/user/1000', 'SECRET': 'x'},
+        cwd='/srv/app',
+    )
+    assert where(fake, procfs) == [
+        ('/srv/app/run/app.ctl', "--control-socket on the master's command line", True),
+        ('/run/user/1000/gunicorn.ctl', "Gunicorn's default in the master's environment", True),
+        ('/srv/app/.gunicorn/gunicorn.ctl', "Gunicorn's default in the master's environment", True),
+        ('/home/app/.gunicorn/gunicorn.ctl', "Gunicorn's default for the master's user", True),
+        ('/srv/app/gunicorn.ctl', "Gunicorn 25.1.0's default in the master's directory", True),
+    ]
+
+
+def test_a_disabled_socket(fake, procfs):
+    master(fake, '/venv/bin/gunicorn', '--no-control-socket', 'app:app')
+    assert where(fake, procfs) is None
+
+
+def test_a_relative_path_without_the_working_directory_is_not_guessed(fake, procfs):
+    master(fake, '/venv/bin/gunicorn', '--control-socket=app.ctl', 'app:app')
+    assert all(os.path.isabs(path) for path, _, _ in where(fake, procfs))
+
+
+def test_candidate_helpers():
+    assert explicit_socket_path(['gunicorn', '--control-socket', 'a', '--control-socket=b']) == 'b'
+    assert explicit_socket_path(['gunicorn', '--control-socket']) is None
+    assert default_paths({'HOME': '/h'}) == ['/h/.gunicorn/gunicorn.ctl']
+    assert default_paths({}) == []
+    assert home_directory(0) == '/root' and home_directory(2**31 - 2) is None
+
+
+def test_a_container_path_is_reached_through_the_host_root(tmp_path):
+    host = tmp_path / 'host'
+    (host / 'proc' / '100').mkdir(parents=True)
+    (host / 'run' / 'user' / '0').mkdir(parents=True)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(host / 'run' / 'user' / '0' / 'gunicorn.ctl'))
+        procfs = ProcFS(str(host / 'proc'))
+        found = candidates(procfs, _stat(100), 0, home_of=lambda _: None)
+    (first,) = [c for c in found if c.path == '/run/user/0/gunicorn.ctl']
+    assert first.reach == str(host / 'run' / 'user' / '0' / 'gunicorn.ctl')
+
+
+def _stat(pid):
+    from datadog_checks.gunicorn.sources.procfs import Stat
+
+    return Stat(pid, 'gunicorn: maste', 'S', 1, 0, 0, 1, 1000, 1)
+
+
+def test_identity_reads_the_pid_in_its_own_namespace(fake, procfs):
+    master(fake)
+    fake.set_status(100, 1000, ns_pids=(1,))
+    fake.add(101, 100, 'gunicorn: master [a.2]')
+    fake.set_status(101, 1000, ns_pids=(7,))
+    who = identity(procfs, procfs.read_stat(100), [procfs.read_stat(101), _stat(999)])
+    assert who == Identity(100, 1, 1000, {7: 101})
+    assert who.answers() == {1: 100, 7: 101}
 
 
 # Which master answers
 
 
-def test_verify_master_accepts_its_own_master(serve):
+def test_the_master_is_accepted(serve):
     server = serve(answer())
-    stats = locate.verify_master(ControlSocketClient(server.path, TIMEOUT), 1000)
-    assert stats.pid == 1000
+    verified = verify([server.path], then=['show config'])
+    with verified.client as client:
+        assert verified.stats.pid == 1000 and verified.upgrade_pid is None
+        assert next(verified.replies)['pid'] == 1000  # the fault server answers every command with stats
+        assert show(client, 'config').threads is None  # still connected, for the rest of the run
 
 
-def test_verify_master_rejects_another_master(serve):
+def test_another_process_listening_is_refused_before_anything_is_sent(serve):
     server = serve(answer())
-    client = ControlSocketClient(server.path, TIMEOUT)
-    message = str_fails(WrongMaster, server.path, lambda: locate.verify_master(client, 2000), '--control-socket')
-    assert '1000' in message and '2000' in message
-    with pytest.raises(WrongMaster) as info:
-        locate.verify_master(ControlSocketClient(server.path, TIMEOUT), 2000)
-    assert (info.value.expected_pid, info.value.actual_pid) == (2000, 1000)
+    stranger = Identity(pid=1, ns_pid=1000, uid=os.geteuid())  # the kernel names this process, not pid 1
+    error = refusal([server.path], stranger)
+    assert isinstance(error, WrongMaster) and error.answering_pid == os.getpid() and error.expected_pid == 1
+    assert server.requests == []  # not even `show stats` went to a process that is not the master
 
 
-def test_connect_verified_skips_missing_and_foreign_sockets(serve, sock_dir):
+def test_another_master_answering_is_refused_and_nothing_more_is_read(serve):
+    server = serve(answer(lambda r: dict(STATS, pid=2000)))
+    with pytest.raises(Unverified) as info:
+        verify([server.path], then=['show workers'])
+    error = info.value.telling
+    assert isinstance(error, WrongMaster) and (error.expected_pid, error.answering_pid) == (os.getpid(), 2000)
+    assert str(os.getpid()) in str(error) and '2000' in str(error)
+
+
+def test_the_new_master_of_a_usr2_upgrade_may_answer(serve):
+    server = serve(answer())
+    old = Identity(pid=1, ns_pid=999, uid=os.geteuid(), upgrades={1000: os.getpid()})
+    verified = verify([server.path], old)
+    with verified.client:
+        assert verified.upgrade_pid == os.getpid()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='giving a file to another user needs root')
+def test_a_socket_owned_by_another_user_is_not_used(serve):
+    server = serve(answer())
+    os.chown(server.path, 65534, 65534)
+    error = refusal([server.path])
+    assert isinstance(error, ForeignOwner) and (error.owner, error.expected) == (65534, os.geteuid())
+    assert server.accepted == 0  # not even connected to
+
+
+@pytest.mark.parametrize('kind', ['a regular file', 'a directory', 'a FIFO', 'a character device'])
+def test_what_is_not_a_socket_is_said_for_what_it_is(sock_dir, kind):
+    path = os.path.join(sock_dir, 'gunicorn.ctl')
+    if kind == 'a regular file':
+        with open(path, 'w') as f:
+            f.write('secret')
+    elif kind == 'a directory':
+        os.mkdir(path)
+    elif kind == 'a FIFO':
+        os.mkfifo(path)
+    else:
+        os.symlink('/dev/null', path)
+    error = refusal([path])
+    assert isinstance(error, NotASocket) and error.kind == kind and 'secret' not in str(error)
+    assert 'stale' not in str(error) and 'exited' not in str(error)
+
+
+def test_a_listener_whose_file_is_gone(sock_dir):
+    # After a USR2 upgrade Gunicorn's old master deletes the file of the new one, which still listens.
+    path = os.path.join(sock_dir, 'gunicorn.ctl')
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(path)
+        listener.listen(1)
+        os.unlink(path)
+        error = refusal([path])
+    assert isinstance(error, ListenerWithoutFile)
+    assert isinstance(refusal([path]), SocketMissing) and not isinstance(refusal([path]), ListenerWithoutFile)
+
+
+def test_a_reply_that_is_no_object_is_a_protocol_error(serve):
+    server = serve(lambda conn, srv: send_json(conn, ok(srv.read(conn), ['not', 'stats'])))
+    error = refusal([server.path])
+    assert isinstance(error, ProtocolError) and 'not an object' in str(error)
+
+
+def test_the_failure_told_is_at_a_path_tied_to_the_master(serve, sock_dir):
+    other = serve(answer(lambda r: dict(STATS, pid=2000)), name='other.ctl')
+    missing = os.path.join(sock_dir, 'missing.ctl')
+    # Another app's socket merely seen in the namespace says nothing about this master; its own path does.
+    with pytest.raises(Unverified) as info:
+        verify([here(missing), here(other.path, own=False)])
+    assert isinstance(info.value.telling, SocketMissing)
+    message = str(info.value)
+    assert 'tried 2 paths' in message and missing in message and other.path in message
+    with pytest.raises(Unverified) as info:
+        verify([here(missing), here(other.path)])
+    assert isinstance(info.value.telling, WrongMaster)
+    with pytest.raises(SocketMissing, match='no candidate'):
+        verify([])
+
+
+def test_candidates_are_tried_in_order_until_one_proves_to_be_the_masters(serve, sock_dir):
     other = serve(answer(lambda r: dict(STATS, pid=2000)), name='other.ctl')
     ours = serve(answer(), name='ours.ctl')
-    missing = os.path.join(sock_dir, 'missing.ctl')
-    client, stats = locate.connect_verified([missing, other.path, ours.path], 1000, TIMEOUT)
-    with client:
-        assert client.path == ours.path and stats.pid == 1000
-        # Still connected: the rest of the run reuses the connection and its deadline.
-        assert show(client, 'config').workers is None
+    verified = verify([os.path.join(sock_dir, 'missing.ctl'), other.path, ours.path])
+    with verified.client:
+        assert verified.candidate.reach == ours.path and verified.stats.pid == 1000
     assert ours.accepted == 1
 
 
-def test_connect_verified_reports_the_most_actionable_failure(serve, sock_dir):
-    other = serve(answer(lambda r: dict(STATS, pid=2000)), name='other.ctl')
-    missing = os.path.join(sock_dir, 'missing.ctl')
-    with pytest.raises(WrongMaster) as info:
-        locate.connect_verified([missing, other.path], 1000, TIMEOUT)
-    message = str(info.value)
-    assert 'tried 2 paths' in message and missing in message and other.path in message
-    assert info.value.actual_pid == 2000
-    assert isinstance(info.value.__cause__, WrongMaster)
-
-    with pytest.raises(SocketMissing, match='missing.ctl'):
-        locate.connect_verified([missing], 1000, TIMEOUT)
-    with pytest.raises(SocketMissing, match='disabled'):
-        locate.connect_verified([], 1000, TIMEOUT)
-
-
-def test_connect_verified_gives_each_candidate_a_share_of_one_deadline(serve):
-    # A silent socket first in the list (another master, stopped) must not starve ours.
+def test_each_candidate_gets_a_share_of_one_deadline(serve):
+    # A silent socket first in the list (a stopped master) must not starve the next.
     silent = serve(lambda conn, srv: (srv.read(conn), srv.release.wait(10)), name='silent.ctl')
     ours = serve(answer(), name='ours.ctl')
     with timed() as elapsed:
-        client, stats = locate.connect_verified([silent.path, ours.path], 1000, 0.6)
-    with client:
-        assert client.path == ours.path and stats.pid == 1000
-        assert 0.2 < elapsed[0] < MARGIN
-        # The rest of the run keeps the one overall deadline, not the candidate's share.
-        assert 0 < client.deadline.remaining() < 0.6 - elapsed[0] + 0.01
-    with timed() as elapsed, pytest.raises(SocketTimeout) as info:
-        locate.connect_verified([silent.path, silent.path], 1000, TIMEOUT)
-    assert elapsed[0] < MARGIN and 'tried 2 paths' in str(info.value)
-
-
-# Where the socket is
-
-
-def home(uid: int) -> str | None:
-    return {0: '/root', 1000: '/home/app'}.get(uid)
-
-
-@pytest.mark.parametrize(
-    'uid, cmdline, cwd, root, expected',
-    [
-        (
-            1000,
-            ['gunicorn: master [app]', '', ''],
-            None,
-            '',
-            ['/run/user/1000/gunicorn.ctl', '/home/app/.gunicorn/gunicorn.ctl'],
-        ),
-        (
-            1000,
-            ['/venv/bin/python', '/venv/bin/gunicorn', '--control-socket', '/srv/app.ctl', 'app:app'],
-            '/srv',
-            '',
-            ['/srv/app.ctl', '/run/user/1000/gunicorn.ctl', '/home/app/.gunicorn/gunicorn.ctl', '/srv/gunicorn.ctl'],
-        ),
-        (
-            1000,
-            ['gunicorn', '--control-socket=run/app.ctl', 'app:app'],
-            '/srv',
-            '',
-            [
-                '/srv/run/app.ctl',
-                '/run/user/1000/gunicorn.ctl',
-                '/home/app/.gunicorn/gunicorn.ctl',
-                '/srv/gunicorn.ctl',
-            ],
-        ),
-        # A relative explicit path without the cwd cannot be resolved (cwd needs privileges).
-        (
-            1000,
-            ['gunicorn', '--control-socket', 'app.ctl'],
-            None,
-            '',
-            ['/run/user/1000/gunicorn.ctl', '/home/app/.gunicorn/gunicorn.ctl'],
-        ),
-        # The last occurrence wins, as with argparse; --control-socket-mode is another option.
-        (
-            0,
-            ['gunicorn', '--control-socket', '/a.ctl', '--control-socket-mode', '432', '--control-socket=/b.ctl'],
-            None,
-            '',
-            ['/b.ctl', '/run/user/0/gunicorn.ctl', '/root/.gunicorn/gunicorn.ctl'],
-        ),
-        # No passwd entry for the uid (the Agent's container may not know it): no home candidate.
-        (4242, [], '/srv', '', ['/run/user/4242/gunicorn.ctl', '/srv/gunicorn.ctl']),
-        # Duplicates removed: the explicit path is the 25.1.0 default in the cwd.
-        (
-            0,
-            ['gunicorn', '--control-socket', 'gunicorn.ctl'],
-            '/srv/',
-            '',
-            ['/srv/gunicorn.ctl', '/run/user/0/gunicorn.ctl', '/root/.gunicorn/gunicorn.ctl'],
-        ),
-        # The host's filesystem seen from a container.
-        (
-            1000,
-            ['gunicorn', '--control-socket', '/srv/app.ctl'],
-            None,
-            '/host/',
-            ['/host/srv/app.ctl', '/host/run/user/1000/gunicorn.ctl', '/host/home/app/.gunicorn/gunicorn.ctl'],
-        ),
-        (1000, ['gunicorn', '--no-control-socket', 'app:app'], '/srv', '', []),
-        # A trailing --control-socket without its value is ignored.
-        (0, ['gunicorn', '--control-socket'], None, '', ['/run/user/0/gunicorn.ctl', '/root/.gunicorn/gunicorn.ctl']),
-    ],
-    ids=[
-        'titled',
-        'explicit',
-        'explicit-relative',
-        'relative-no-cwd',
-        'last-wins',
-        'no-home',
-        'dedup',
-        'root',
-        'disabled',
-        'dangling',
-    ],
-)
-def test_candidate_paths(uid, cmdline, cwd, root, expected):
-    assert candidate_paths(uid, cmdline, cwd, root=root, home_of=home) == expected
-
-
-def test_home_directory_uses_passwd():
-    assert locate.home_directory(0) == '/root'
-    assert locate.home_directory(2**31 - 2) is None
-
-
-def test_verified_exchange_reads_nothing_more_from_another_master(serve):
-    # The second reply is garbage: reading it would be a ProtocolError, so WrongMaster proves it was not read.
-    def other_master(conn, srv):
-        first, _ = srv.read(conn), srv.read(conn)
-        send_json(conn, ok(first, dict(STATS, pid=2000)))
-        send_raw(conn, b'{oops')
-        srv.release.wait(10)
-
-    server = serve(other_master)
-    with pytest.raises(WrongMaster) as info:
-        verified_exchange([server.path], 1000, ['show workers'], TIMEOUT)
-    assert info.value.actual_pid == 2000
-
-
-def test_verified_exchange_gives_the_other_replies_after_the_stats(serve):
-    server = serve(answer(lambda request: STATS if request['command'] == 'show stats' else {'workers': []}))
-    client, stats, replies = verified_exchange([server.path], 1000, ['show workers', 'show config'], TIMEOUT)
-    with client:
-        assert stats.pid == 1000
-        assert list(replies) == [{'workers': []}, {'workers': []}]
-    assert server.accepted == 1 and [r['command'] for r in server.requests] == [
-        'show stats',
-        'show workers',
-        'show config',
-    ]
+        verified = verify([silent.path, ours.path], timeout=0.6)
+    with verified.client as client:
+        assert verified.candidate.reach == ours.path
+        assert elapsed[0] < MARGIN
+        # The returned client keeps what is left of the whole deadline.
+        assert 0 < client.deadline.remaining() < 0.6
+    with timed() as elapsed, pytest.raises(Unverified) as info:
+        verify([silent.path, silent.path])
+    assert elapsed[0] < MARGIN and isinstance(info.value.telling, SocketTimeout)

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from datadog_checks.gunicorn.sources.control_socket import client as ctl
-from datadog_checks.gunicorn.sources.control_socket import replies
+from datadog_checks.gunicorn.sources.control_socket import locate, replies
+from datadog_checks.gunicorn.sources.control_socket import monitor as monitor_module
 from datadog_checks.gunicorn.sources.control_socket.monitor import ControlSocketMonitor, Health
 from datadog_checks.gunicorn.sources.procfs import ProcessKey, ProcFS
 
@@ -41,6 +42,7 @@ class BatchServer:
         self.reloads = 0
         self.dirty_arbiter_pid = None
         self.refuse = set()
+        self.workers = None  # another reply to `show workers`
         self.batches: list[list[str]] = []
         self.server = FaultServer(path, self._serve)
 
@@ -65,7 +67,7 @@ class BatchServer:
     def _data(self, command: str) -> dict:
         return {
             'show stats': {'pid': os.getpid(), 'reloads': self.reloads, 'dirty_arbiter_pid': self.dirty_arbiter_pid},
-            'show workers': {'workers': [{'pid': 7, 'age': 1, 'last_heartbeat': 0.5}]},
+            'show workers': self.workers or {'workers': [{'pid': 7, 'age': 1, 'last_heartbeat': 0.5}]},
             'show config': {'timeout': 30 + self.reloads},
             'show listeners': {'listeners': [{'address': 'http://127.0.0.1:8000', 'fd': 5, 'type': 'tcp'}]},
             'show all': {'dirty_workers': [{'pid': 9, 'age': 1, 'last_heartbeat': 0.25}]},
@@ -88,11 +90,11 @@ def test_one_round_trip_a_run_and_configuration_again_only_after_a_reload(batch_
     procfs = ProcFS('/proc')
     master = procfs.read_stat(os.getpid())
     monitor = ControlSocketMonitor(procfs, logging.getLogger('test'), configured_path=batch_server.server.path)
-    listener = replies.Listener('http://127.0.0.1:8000', 5, 'tcp')
+    listener = 'http://127.0.0.1:8000'
 
     health, batches = batch_server.runs(monitor, master)
     assert batches == [['show stats', 'show workers', 'show config', 'show listeners']]
-    assert health.web_heartbeat_ages == (0.5,) and health.config.timeout_seconds == 30
+    assert health.web_heartbeat_ages == [0.5] and health.config.timeout_seconds == 30
     assert health.listeners == (listener,) and health.dirty_heartbeat_ages is None
 
     for _ in range(2):
@@ -107,7 +109,7 @@ def test_one_round_trip_a_run_and_configuration_again_only_after_a_reload(batch_
 
     batch_server.dirty_arbiter_pid = 8  # `show all` only while there is a dirty arbiter to wait on
     health, batches = batch_server.runs(monitor, master)
-    assert batches == [*STEADY, ['show all']] and health.dirty_heartbeat_ages == (0.25,)
+    assert batches == [*STEADY, ['show all']] and health.dirty_heartbeat_ages == [0.25]
     batch_server.dirty_arbiter_pid = None
 
     batch_server.reloads = 2
@@ -122,7 +124,7 @@ def test_one_round_trip_a_run_and_configuration_again_only_after_a_reload(batch_
 
     batch_server.refuse = {'show workers'}  # an optional reply that fails costs its metrics, not the stats
     health, batches = batch_server.runs(monitor, master)
-    assert batches == STEADY and health.web_heartbeat_ages == () and health.stats.reloads == 2
+    assert batches == STEADY and health.web_heartbeat_ages == [] and health.stats.reloads == 2
     batch_server.refuse = set()
 
     monitor.forget_except(set())
@@ -130,27 +132,41 @@ def test_one_round_trip_a_run_and_configuration_again_only_after_a_reload(batch_
     assert batches == [['show stats', 'show workers', 'show config', 'show listeners']]
 
 
-def test_a_wrong_master_gets_no_other_reply_used(batch_server):
+def test_a_wrong_master_gets_nothing_sent(batch_server):
     procfs = ProcFS('/proc')
-    master = procfs.read_stat(os.getppid())  # the socket answers with our pid, not this one's
+    master = procfs.read_stat(os.getppid())  # the kernel names this process as the socket's listener, not its parent
     monitor = ControlSocketMonitor(procfs, logging.getLogger('test'), configured_path=batch_server.server.path)
-    with pytest.raises(ctl.WrongMaster):
+    with pytest.raises(locate.Unverified) as info:
         monitor.read(master)
-    assert monitor._configs == {} and monitor._listeners == {}
+    assert isinstance(info.value.telling, locate.WrongMaster)
+    assert batch_server.batches == [] and monitor._configs == {} and monitor._listeners == {}
 
 
-def test_heartbeat_ages_that_cannot_be_true_are_dropped():
-    from datadog_checks.gunicorn.sources.control_socket.monitor import _heartbeat_ages
+def test_a_bad_reply_costs_the_run_its_figures(batch_server):
+    procfs = ProcFS('/proc')
+    master = procfs.read_stat(os.getpid())
+    monitor = ControlSocketMonitor(procfs, logging.getLogger('test'), configured_path=batch_server.server.path)
+    batch_server.workers = ['not', 'an', 'object']
+    with pytest.raises(ctl.ProtocolError, match='show workers answered with a JSON list'):
+        monitor.read(master)
+    batch_server.workers = None
+    assert monitor.read(master).web_heartbeat_ages == [0.5]
 
-    entries = replies.parse_workers(
-        {
-            'workers': [
-                {'pid': 1, 'last_heartbeat': 1.5},
-                {'pid': 2, 'last_heartbeat': -299260051.5},
-                {'pid': 3, 'last_heartbeat': 5000.0},
-                {'pid': 4},
-            ]
-        }
-    )
-    assert _heartbeat_ages(entries, uptime=100.0) == (1.5,)
-    assert _heartbeat_ages(entries, uptime=None) == (1.5, 5000.0)
+
+def test_a_master_whose_socket_fails_is_looked_for_again_after_a_while(monkeypatch):
+    procfs = ProcFS('/proc')
+    master = procfs.read_stat(os.getpid())
+    now = [1000.0]
+    monitor = ControlSocketMonitor(procfs, logging.getLogger('test'), clock=lambda: now[0])
+    located = []
+    real = locate.candidates
+    monkeypatch.setattr(monitor_module, 'candidates', lambda *a, **k: located.append(1) or real(*a, **k))
+    for _ in range(3):
+        with pytest.raises(locate.Unverified):  # this process has no control socket where Gunicorn would put one
+            monitor.read(master)
+    assert located == [1]  # the candidates are kept and tried again, not looked for on every run
+    now[0] += monitor_module.RELOCATE_SECONDS
+    for _ in range(2):
+        with pytest.raises(locate.Unverified):
+            monitor.read(master)
+    assert located == [1, 1]

@@ -8,9 +8,8 @@ handles a connection's frames one after another and answers them in order. The s
 its file mode, and the same protocol carries commands that change the server (`worker kill`, `reload`, `shutdown`),
 so this client refuses to send anything but a fixed list of `show` commands.
 
-Here: framing (`encode_frame`, `decode_frame`) and the client with its single deadline and its single error
-boundary (`ControlSocketClient`). Where a master's socket is and which master answers are in locate.py, what the
-replies mean in replies.py.
+Here: framing and the client with its single deadline and its single error boundary (`ControlSocketClient`). Where
+a master's socket is and which master answers are in locate.py, what the replies mean in replies.py.
 """
 
 from __future__ import annotations
@@ -63,6 +62,7 @@ class ControlSocketError(Exception):
     def __init__(self, message: str, path: str | None = None):
         super().__init__(message)
         self.path = path
+        self.candidate = None  # the locate.Candidate it happened at, when a candidate was being verified
 
 
 class SocketMissing(ControlSocketError):
@@ -85,17 +85,6 @@ class CommandFailed(ControlSocketError):
     """The server answered a command with `status: error`; the connection stays usable."""
 
 
-class WrongMaster(ControlSocketError):
-    """The socket answered for another master than the one we look at (instances steal the default path)."""
-
-    def __init__(
-        self, message: str, path: str | None = None, expected_pid: int | None = None, actual_pid: int | None = None
-    ):
-        super().__init__(message, path)
-        self.expected_pid = expected_pid
-        self.actual_pid = actual_pid
-
-
 # Framing
 
 
@@ -107,29 +96,21 @@ def encode_frame(message: Any, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -
     return _LENGTH.pack(len(payload)) + payload
 
 
-def decode_frame(data: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Any:
-    """Decode exactly one whole frame; anything short, long, oversize or not UTF-8 JSON is a ProtocolError."""
-    if len(data) < _LENGTH.size:
-        raise ProtocolError(f'frame of {len(data)} bytes is shorter than its 4-byte length prefix')
-    (length,) = _LENGTH.unpack_from(data)
-    _check_length(length, max_frame_bytes)
-    if len(data) != _LENGTH.size + length:
-        raise ProtocolError(f'frame announces {length} payload bytes but carries {len(data) - _LENGTH.size}')
-    return _decode_payload(data[_LENGTH.size :])
-
-
-def _check_length(length: int, max_frame_bytes: int, path: str | None = None) -> None:
+def _check_length(length: int, max_frame_bytes: int, path: str) -> None:
     if length > max_frame_bytes:
-        detail = f'frame announcing {length} bytes, more than the {max_frame_bytes}-byte cap (max_frame_bytes)'
-        raise _protocol_error(path, f'sent a {detail}') if path else ProtocolError(detail)
+        raise _protocol_error(
+            path, f'sent a frame announcing {length} bytes, more than the {max_frame_bytes}-byte cap (max_frame_bytes)'
+        )
 
 
-def _decode_payload(payload: bytes, path: str | None = None) -> Any:
+def _decode_payload(payload: bytes, path: str) -> Any:
     try:
         return json.loads(payload.decode('utf-8'))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        detail = f'frame payload that is not UTF-8 JSON ({exc})'
-        raise (_protocol_error(path, f'sent a {detail}') if path else ProtocolError(detail)) from exc
+        raise _protocol_error(path, 'sent a frame that is not UTF-8 JSON (%s)' % type(exc).__name__) from exc
+    except RecursionError as exc:
+        # Python's decoder recurses once per level of nesting: a reply nested thousands deep would exhaust the stack.
+        raise _protocol_error(path, "sent JSON nested deeper than any reply of Gunicorn's") from exc
 
 
 def _protocol_error(path: str, detail: str) -> ProtocolError:
@@ -183,8 +164,11 @@ class ControlSocketClient:
         deadline: Deadline | None = None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         wait_for_socket: bool = False,
+        check_peer: Callable[[socket.socket], None] | None = None,
     ):
         self.path = path
+        # Called on every new connection before anything is sent: raises ControlSocketError to refuse the peer.
+        self.check_peer = check_peer
         self.wait_for_socket = wait_for_socket
         self.deadline = deadline or Deadline(timeout)
         self.max_frame_bytes = max_frame_bytes
@@ -321,6 +305,12 @@ class ControlSocketClient:
             except BaseException:
                 sock.close()
                 raise
+            if self.check_peer is not None:
+                try:
+                    self.check_peer(sock)
+                except BaseException:
+                    sock.close()
+                    raise
             self._sock = sock
             self.connects += 1
             return
@@ -498,14 +488,13 @@ def _map_error(exc: Exception, path: str, doing: str, timeout: float) -> Control
         )
     if isinstance(exc, FileNotFoundError):
         return SocketMissing(
-            f'no control socket at {path}: Gunicorn is older than 25.1, runs with --no-control-socket, or uses another '
-            'path (--control-socket / control_socket in its config); configure that path',
+            f'no control socket at {path}: nothing is bound there (Gunicorn before 25.1, --no-control-socket, or '
+            'another path given by --control-socket or control_socket in its config)',
             path,
         )
     if isinstance(exc, ConnectionRefusedError):
         return SocketMissing(
-            f'stale control socket {path}: the file exists but nothing listens on it (a Gunicorn that exited, or a '
-            'master between forks); check which Gunicorn should own it or configure its real path',
+            f'nothing listens on the socket {path}: a Gunicorn that exited left it, or the master is between two forks',
             path,
         )
     if isinstance(exc, PermissionError):  # EACCES and EPERM

@@ -1,12 +1,40 @@
-"""Where a master's control socket is, and which master answers on it."""
+"""Where a master's control socket is, and whether that master is what answers there.
+
+Gunicorn puts the socket at `$XDG_RUNTIME_DIR/gunicorn.ctl`, else `$HOME/.gunicorn/gunicorn.ctl`, of the master's own
+environment (gunicorn/config.py), or where `--control-socket` says. Guesses from the master's user would miss a
+master whose HOME is not its passwd home (supervisord, sudo without -H, containers), so the path comes from what the
+kernel shows, in this order (`candidates`):
+1. the `control_socket` option, when set;
+2. the listening unix socket the master holds: /proc/MASTER/net/unix lists the listeners of its network namespace
+   (readable by every user) and /proc/MASTER/fd names the master's own sockets (ptrace-level access);
+3. the command line's `--control-socket` (visible while the master has no title);
+4. the defaults computed from the master's own environment (ptrace-level access);
+5. without access to its fds: the other listeners of its namespace bound to a path named `gunicorn.ctl`;
+6. the defaults of its user's passwd entry, and `gunicorn.ctl` in its working directory (the 25.1.0 default).
+
+Nothing found there is believed until verified (`verified_exchange`): the file is a socket owned by the master's user
+or root; the kernel's SO_PEERCRED names the master as the process listening; and `show stats` answers with the
+master's pid in its own PID namespace. During a USR2 upgrade the new master under it may answer instead: it serves
+the same application, and Gunicorn gives it the same path. Each refusal says what was found, for the user and for
+`diagnose`, which verifies with this same function.
+"""
 
 from __future__ import annotations
 
 import os
 import pwd
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import socket
+import stat as stat_module
+import struct
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from ..procfs import ProcError, ProcFS, Stat, socket_inodes
+from ..redaction import app_name
+from ..sockets.proc_net import read_net_unix
+from ..sockets.rows import SOCK_STREAM, SocketTableError
+from ..titles import parse_title
 from .client import (
     DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_TIMEOUT_SECONDS,
@@ -18,11 +46,107 @@ from .client import (
     SocketMissing,
     SocketPermissionDenied,
     SocketTimeout,
-    WrongMaster,
+    permission_denied_message,
 )
-from .replies import Stats, parse_stats
+from .replies import BadReply, Stats, parse_stats
 
 SOCKET_NAME = 'gunicorn.ctl'
+_PEERCRED = struct.Struct('3i')  # struct ucred: pid, uid, gid
+_KINDS = {
+    stat_module.S_IFREG: 'a regular file',
+    stat_module.S_IFDIR: 'a directory',
+    stat_module.S_IFIFO: 'a FIFO',
+    stat_module.S_IFCHR: 'a character device',
+    stat_module.S_IFBLK: 'a block device',
+}
+
+
+# What was found instead of the master's socket
+
+
+class NotASocket(ControlSocketError):
+    """The path holds a file that is not a socket: nothing Gunicorn made."""
+
+    def __init__(self, path: str, kind: str):
+        super().__init__('%s is %s, not a socket' % (path, kind), path)
+        self.kind = kind
+
+
+class ForeignOwner(ControlSocketError):
+    """The socket belongs to neither the master's user nor root: another user made it, so it is not used."""
+
+    def __init__(self, path: str, owner: int, expected: int):
+        super().__init__(
+            'control socket %s is owned by uid %d, not by the master\'s user (uid %d) or root: not used' % (
+                path, owner, expected),
+            path,
+        )  # fmt: skip
+        self.owner = owner
+        self.expected = expected
+
+
+class WrongMaster(ControlSocketError):
+    """Another process than the master answers on the socket: another master took the path, or a stranger."""
+
+    def __init__(self, path: str, expected_pid: int, answering_pid: int | None, app: str | None):
+        who = 'pid %d%s' % (answering_pid, ' (app %s)' % app if app else '') if answering_pid else 'another process'
+        super().__init__('control socket %s is answered by %s, not by master %d' % (path, who, expected_pid), path)
+        self.expected_pid = expected_pid
+        self.answering_pid = answering_pid  # in the answering process's own PID namespace when not visible here
+        self.app = app
+
+
+class ListenerWithoutFile(SocketMissing):
+    """The socket file is gone while a listener bound at that path still lives in the master's namespace.
+
+    Gunicorn's old master deletes the file of the promoted one when it exits after a USR2 upgrade (27.0.1); the master
+    binds it again at its next worker fork.
+    """
+
+
+# Who may answer
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A master as the socket must prove it: pids (as the Agent sees them and in their own PID namespace) and user.
+
+    `upgrades` are the new masters of a USR2 upgrade under it: Gunicorn gives them the same socket path.
+    """
+
+    pid: int
+    ns_pid: int
+    uid: int
+    upgrades: Mapping[int, int] = field(default_factory=dict)  # ns_pid -> pid as the Agent sees it
+
+    def answers(self) -> dict[int, int]:
+        """Every pid `show stats` may name (in its own namespace), with the pid the Agent sees it as."""
+        return {self.ns_pid: self.pid, **self.upgrades}
+
+
+def identity(procfs: ProcFS, master: Stat, upgrades: Iterable[Stat] = ()) -> Identity:
+    """The master's identity from /proc/PID/status (world-readable); ProcError when it cannot be read."""
+    status = procfs.read_status(master.pid)
+    seen = {}
+    for upgrade in upgrades:
+        try:
+            seen[procfs.read_status(upgrade.pid).ns_pid] = upgrade.pid
+        except ProcError:
+            continue  # gone since discovery: it answers for nobody
+    return Identity(master.pid, status.ns_pid, status.uid, seen)
+
+
+# Where to look
+
+
+@dataclass(frozen=True)
+class Candidate:
+    path: str  # as the master's mount namespace names it: what Gunicorn bound
+    reach: str  # where this process finds that file
+    source: str  # why it is looked at, for messages
+    # Whether the source ties the path to this master. A listener merely named gunicorn.ctl may be another app's: that
+    # it answers for another master says nothing the user must fix.
+    own: bool = True
 
 
 def home_directory(uid: int) -> str | None:
@@ -36,148 +160,253 @@ def home_directory(uid: int) -> str | None:
 def explicit_socket_path(cmdline: Sequence[str]) -> str | None:
     """The `--control-socket PATH` / `--control-socket=PATH` of a raw command line (visible without setproctitle)."""
     found = None
-    args = list(cmdline)
-    for i, arg in enumerate(args):
+    for i, arg in enumerate(cmdline):
         # argparse lets a later occurrence win, so keep scanning.
-        if arg == '--control-socket' and i + 1 < len(args):
-            found = args[i + 1]
+        if arg == '--control-socket' and i + 1 < len(cmdline):
+            found = cmdline[i + 1]
         elif arg.startswith('--control-socket='):
             found = arg.split('=', 1)[1]
     return found or None
 
 
-def candidate_paths(
-    uid: int,
-    cmdline: Sequence[str] = (),
-    cwd: str | None = None,
-    *,
-    root: str = '',
-    home_of: Callable[[int], str | None] = home_directory,
-) -> list[str]:
-    """Where a master running as `uid` may have put its control socket, most specific first, without duplicates.
+def default_paths(environment: Mapping[str, str]) -> list[str]:
+    """Gunicorn's default socket for an environment: under XDG_RUNTIME_DIR, else under HOME (config.py)."""
+    paths = []
+    if environment.get('XDG_RUNTIME_DIR'):
+        paths.append(os.path.join(environment['XDG_RUNTIME_DIR'], SOCKET_NAME))
+    if environment.get('HOME'):
+        paths.append(os.path.join(environment['HOME'], '.gunicorn', SOCKET_NAME))
+    return paths
 
-    1. the explicit `--control-socket` of its command line (relative paths are joined to its cwd, as the arbiter
-       does); Gunicorn gives the command line precedence over config files, so when present it is the real path;
-    2. `/run/user/<uid>/gunicorn.ctl`: `$XDG_RUNTIME_DIR` as systemd-logind sets it (25.1.1+ default);
-    3. `<home>/.gunicorn/gunicorn.ctl`: the fallback without XDG_RUNTIME_DIR (25.1.1+);
-    4. `<cwd>/gunicorn.ctl`: the 25.1.0 default (cwd comes from /proc/PID/cwd, readable only with privileges).
-    Paths are absolute in the master's filesystem and prefixed with `root` (e.g. '/host' when the host's root is
-    mounted there). The result is empty when the command line disables the socket (`--no-control-socket`).
-    """
-    if '--no-control-socket' in cmdline:
-        return []
-    paths: list[str] = []
-    explicit = explicit_socket_path(cmdline)
+
+def candidates(
+    procfs: ProcFS,
+    master: Stat,
+    uid: int,
+    configured: str | None = None,
+    home_of: Callable[[int], str | None] = home_directory,
+) -> list[Candidate] | None:
+    """Where `master`'s socket may be, most certain first, without duplicates; None when its command line disables
+    the socket (`--no-control-socket`)."""
+    if configured:
+        return [_candidate(procfs, master.pid, configured, 'the control_socket option')]
+    found: list[tuple[str, str, bool]] = []
+    argv = _read(procfs.read_cmdline, master.pid) or []
+    if '--no-control-socket' in argv:
+        return None
+    cwd = _cwd(procfs, master.pid)
+    listening = _listening(procfs, master.pid)
+    held = _read(lambda pid: socket_inodes(procfs.read_fd_links(pid)), master.pid)
+    if held is not None:
+        found += [(path, "the master's own listening socket", True) for inode, path in listening if inode in held]
+    explicit = explicit_socket_path(argv)
     if explicit is not None:
-        if os.path.isabs(explicit):
-            paths.append(explicit)
-        elif cwd:
-            paths.append(os.path.join(cwd, explicit))
-    paths.append(f'/run/user/{uid}/{SOCKET_NAME}')
+        found.append((_absolute(explicit, cwd), "--control-socket on the master's command line", True))
+    environment = _read(lambda pid: procfs.read_environ(pid, frozenset({'HOME', 'XDG_RUNTIME_DIR'})), master.pid)
+    found += [
+        (path, "Gunicorn's default in the master's environment", True) for path in default_paths(environment or {})
+    ]
+    if held is None:
+        found += [(path, 'a control socket listening in its network namespace', False) for _, path in listening]
     home = home_of(uid)
-    if home:
-        paths.append(os.path.join(home, '.gunicorn', SOCKET_NAME))
+    fallback = {'XDG_RUNTIME_DIR': '/run/user/%d' % uid, **({'HOME': home} if home else {})}
+    found += [(path, "Gunicorn's default for the master's user", True) for path in default_paths(fallback)]
     if cwd:
-        paths.append(os.path.join(cwd, SOCKET_NAME))
-    prefix = root.rstrip('/')
-    unique: list[str] = []
-    for path in paths:
-        full = prefix + os.path.normpath(path)
-        if full not in unique:
-            unique.append(full)
-    return unique
+        found.append((os.path.join(cwd, SOCKET_NAME), "Gunicorn 25.1.0's default in the master's directory", True))
+    # A path found several ways keeps its most certain source, and is the master's own if any way says so.
+    unique: dict[str, tuple[str, bool]] = {}
+    for path, source, own in found:
+        path = os.path.normpath(path)
+        if os.path.isabs(path):
+            first = unique.setdefault(path, (source, own))
+            unique[path] = (first[0], first[1] or own)
+    return [_candidate(procfs, master.pid, path, source, own) for path, (source, own) in unique.items()]
+
+
+def _read(read: Callable[[int], Any], pid: int) -> Any:
+    try:
+        return read(pid)
+    except ProcError:
+        return None  # gone (the check finds out next run) or needs ptrace-level access: that source says nothing
+
+
+def _cwd(procfs: ProcFS, pid: int) -> str | None:
+    try:
+        return os.readlink(procfs.path(pid, 'cwd'))
+    except OSError:
+        return None  # ptrace-level access only
+
+
+def _absolute(path: str, cwd: str | None) -> str:
+    # The arbiter joins a relative path to its working directory; without that directory the path is unusable.
+    return path if os.path.isabs(path) or not cwd else os.path.join(cwd, path)
+
+
+def _listening(procfs: ProcFS, pid: int) -> list[tuple[int, str]]:
+    """(inode, path) of the stream listeners of `pid`'s network namespace whose path Gunicorn could have bound."""
+    try:
+        rows = read_net_unix(procfs, pid)
+    except (ProcError, SocketTableError):
+        return []
+    return [
+        (row.inode, row.path)
+        for row in rows
+        if row.listening and row.type == SOCK_STREAM and row.path and os.path.basename(row.path) == SOCKET_NAME
+    ]
+
+
+def _candidate(procfs: ProcFS, pid: int, path: str, source: str, own: bool = True) -> Candidate:
+    """The path as this process reaches it: through /proc/PID/root into the master's mount namespace when it may
+    (ptrace-level access), else under the host's root as the Agent mounts it (/host for /host/proc), else as is."""
+    tried = [procfs.path(pid, 'root') + path, procfs.host_root + path, path]
+    for reach in dict.fromkeys(tried):
+        try:
+            os.lstat(reach)
+        except OSError:
+            continue
+        return Candidate(path, reach, source, own)
+    return Candidate(path, procfs.host_root + path, source, own)
 
 
 # Which master answers
 
 
-def verify_master(client: ControlSocketClient, expected_pid: int) -> Stats:
-    """`show stats` through `client`, accepted only if it comes from `expected_pid`; WrongMaster otherwise.
+class _Verifier:
+    """The checks a candidate's socket must pass, in the order that talks to it least: its file, then the listening
+    process the kernel names, then `show stats`."""
 
-    The pid is the one in the master's own pid namespace (the last NSpid of /proc/PID/status when the Agent runs
-    in another namespace).
-    """
-    return _verify(client, expected_pid, ())[0]
+    def __init__(self, procfs: ProcFS, candidate: Candidate, who: Identity):
+        self.procfs = procfs
+        self.candidate = candidate
+        self.who = who
 
+    def check_file(self) -> None:
+        path = self.candidate.reach
+        try:
+            st = os.stat(path)
+        except FileNotFoundError as exc:
+            if self._listener_lives():
+                raise ListenerWithoutFile(
+                    "no file at %s while a socket bound there still listens in the master's network namespace" % path,
+                    path,
+                ) from exc
+            raise SocketMissing('no control socket at %s' % path, path) from exc
+        except PermissionError as exc:
+            raise SocketPermissionDenied(permission_denied_message(path, exc), path) from exc
+        except OSError as exc:
+            raise SocketMissing('%s cannot be looked at: %s' % (path, exc.strerror or exc), path) from exc
+        if not stat_module.S_ISSOCK(st.st_mode):
+            raise NotASocket(path, _KINDS.get(stat_module.S_IFMT(st.st_mode), 'not a socket'))
+        if st.st_uid not in (self.who.uid, 0):
+            raise ForeignOwner(path, st.st_uid, self.who.uid)
 
-def _verify(client: ControlSocketClient, expected_pid: int, then: Sequence[str]) -> tuple[Stats, Iterator[Any]]:
-    """verify_master() with `then` pipelined behind `show stats`; their replies are read only once it passed."""
-    replies = client.query_many(('show stats', *then))
-    first = next(replies)
-    if isinstance(first, CommandFailed):
-        raise first
-    stats = parse_stats(first)
-    if stats.pid != expected_pid:
-        client.close()
-        raise WrongMaster(
-            f'control socket {client.path} belongs to the Gunicorn master with pid {stats.pid}, not {expected_pid}: '
-            'several instances share the default path; give each its own --control-socket and configure it',
-            client.path,
-            expected_pid=expected_pid,
-            actual_pid=stats.pid,
-        )
-    return stats, replies
+    def check_peer(self, sock: socket.socket) -> None:
+        """SO_PEERCRED: the process that called listen(), as the kernel recorded it; pid 0 when it lives in a PID
+        namespace this process cannot see, where only `show stats` can tell."""
+        pid, uid, _ = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+        if uid not in (self.who.uid, 0):
+            raise ForeignOwner(self.candidate.reach, uid, self.who.uid)
+        if pid and pid not in self.who.answers().values():
+            raise WrongMaster(self.candidate.reach, self.who.pid, pid, self._app_of(pid))
+
+    def check_stats(self, data: Any) -> Stats:
+        stats = parse_stats(data)
+        if stats.pid not in self.who.answers():
+            raise WrongMaster(self.candidate.reach, self.who.pid, stats.pid, None)
+        return stats
+
+    def _app_of(self, pid: int) -> str | None:
+        try:
+            title = parse_title(self.procfs.read_title(pid))
+        except ProcError:
+            return None
+        return app_name(title.name) if title is not None else None
+
+    def _listener_lives(self) -> bool:
+        return any(path == self.candidate.path for _, path in _listening(self.procfs, self.who.pid))
 
 
 # When no candidate works, the error to report is the one the user can act on; the others are listed with it.
-_PRECEDENCE = (SocketPermissionDenied, SocketTimeout, ProtocolError, CommandFailed, WrongMaster, ControlSocketError)
+_PRECEDENCE = (
+    WrongMaster,
+    ForeignOwner,
+    SocketPermissionDenied,
+    SocketTimeout,
+    ProtocolError,
+    CommandFailed,
+    NotASocket,
+    ListenerWithoutFile,
+    ControlSocketError,
+)
 
 
-def connect_verified(
-    candidates: Iterable[str],
-    expected_pid: int,
-    timeout: float = DEFAULT_TIMEOUT_SECONDS,
-    *,
-    deadline: Deadline | None = None,
-    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-) -> tuple[ControlSocketClient, Stats]:
-    """The first candidate socket whose `show stats` names `expected_pid`, still connected, and those stats.
-
-    All candidates share one deadline, which the returned client keeps for the rest of the run; each candidate may
-    use only its share of what is left, so one silent socket (another master, stopped) cannot starve the next. If
-    none works, raise the most actionable error (permission > timeout > protocol > wrong master > missing) with
-    every attempt in its message.
-    """
-    client, stats, _ = verified_exchange(
-        candidates, expected_pid, (), timeout, deadline=deadline, max_frame_bytes=max_frame_bytes
-    )
-    return client, stats
+@dataclass
+class Verified:
+    client: ControlSocketClient  # connected, for the rest of the run's deadline
+    stats: Stats
+    replies: Iterator[Any]  # the replies to `then`, read one by one
+    candidate: Candidate
+    upgrade_pid: int | None  # the USR2 new master that answered, when not the master itself
 
 
 def verified_exchange(
-    candidates: Iterable[str],
-    expected_pid: int,
-    then: Sequence[str],
+    procfs: ProcFS,
+    paths: Iterable[Candidate],
+    who: Identity,
+    then: Sequence[str] = (),
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
     *,
-    deadline: Deadline | None = None,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-) -> tuple[ControlSocketClient, Stats, Iterator[Any]]:
-    """connect_verified() that also sends the commands `then` in the same write as `show stats`: one round trip.
+) -> Verified:
+    """The first candidate that proves to be `who`'s socket, still connected, with `show stats` and the replies to
+    the commands `then`, sent in the same write: one round trip. None of those replies is read unless the stats
+    named the master.
 
-    The third item yields their replies as ControlSocketClient.query_many() does, each read only when asked for;
-    none is read unless the stats named `expected_pid`.
+    All candidates share one deadline, which the returned client keeps; each may use only its share of what is left,
+    so one silent socket cannot starve the next. If none works, raise the most telling failure, with every attempt
+    in its message (see `failures`).
     """
-    deadline = deadline or Deadline(timeout)
-    paths = list(candidates)
+    deadline = Deadline(timeout)
+    paths = list(paths)
     failures: list[ControlSocketError] = []
-    for index, path in enumerate(paths):
+    for index, candidate in enumerate(paths):
         share = Deadline(max(deadline.remaining(), 0.0) / (len(paths) - index))
-        client = ControlSocketClient(path, deadline=share, max_frame_bytes=max_frame_bytes)
+        verifier = _Verifier(procfs, candidate, who)
+        client = ControlSocketClient(
+            candidate.reach, deadline=share, max_frame_bytes=max_frame_bytes, check_peer=verifier.check_peer
+        )
         try:
-            stats, replies = _verify(client, expected_pid, then)
+            verifier.check_file()
+            replies = client.query_many(('show stats', *then))
+            first = next(replies)
+            if isinstance(first, CommandFailed):
+                raise first
+            stats = verifier.check_stats(first)
+        except BadReply as exc:
+            client.close()
+            failures.append(ProtocolError('%s: %s' % (candidate.reach, exc), candidate.reach))
+            continue
         except ControlSocketError as exc:
             client.close()
+            exc.candidate = candidate
             failures.append(exc)
             continue
         client.deadline = deadline
-        return client, stats, replies
+        answered = who.answers()[stats.pid]
+        return Verified(client, stats, replies, candidate, None if answered == who.pid else answered)
     if not failures:
-        raise SocketMissing(f'no candidate control socket path for master {expected_pid} (control socket disabled?)')
-    best = next(exc for kind in _PRECEDENCE for exc in failures if isinstance(exc, kind))
-    if len(failures) == 1:
-        raise best
-    summary = '; '.join(f'{type(exc).__name__}: {exc.path}' for exc in failures)
-    combined = type(best)(f'{best} [tried {len(failures)} paths: {summary}]', best.path)
-    combined.__dict__.update(best.__dict__)
-    raise combined from best
+        raise SocketMissing('no candidate control socket path for master %d' % who.pid)
+    raise Unverified(failures)
+
+
+class Unverified(ControlSocketError):
+    """No candidate proved to be the master's socket. `failures` has one error per candidate tried; `telling` is the
+    one worth showing (`_PRECEDENCE`), preferring what was found at a path tied to this master."""
+
+    def __init__(self, failures: list[ControlSocketError]):
+        self.failures = failures
+        own = [f for f in failures if getattr(f, 'candidate', None) is None or f.candidate.own] or failures
+        self.telling = next(f for kind in _PRECEDENCE for f in own if isinstance(f, kind))
+        summary = '; '.join('%s: %s' % (type(f).__name__, f.path) for f in failures)
+        tried = '' if len(failures) == 1 else ' [tried %d paths: %s]' % (len(failures), summary)
+        super().__init__('%s%s' % (self.telling, tried), self.telling.path)

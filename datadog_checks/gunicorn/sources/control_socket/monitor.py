@@ -1,25 +1,37 @@
-"""Worker health from a master's control socket (Gunicorn 25.1+): target, churn counters, heartbeats, configuration.
+"""Worker health from each master's control socket (Gunicorn 25.1+): target, churn counters, heartbeats, configuration.
 
 One short connection per master per run, closed before the check's CPU sample window: on Python 3.12+ Gunicorn's
 master cannot stop its control thread for a fork while a client is connected, so a lingering connection would slow
-the server it watches. Server bugs worked around (27.0.1): `booted` is always false (ignored), `show dirty` never
-lists workers (`show all` is used), the socket file vanishes after a USR2 promotion until the next fork (absence is
-not an error for a socket found before), and instances sharing the default path steal it (every socket is accepted
-only after `show stats` names the master's pid).
+the server it watches. Each master's socket is found and verified by locate.py and remembered by the master's pid and
+start time; it is looked for again when it stops answering, at most every RELOCATE_SECONDS. Server bugs worked
+around (27.0.1): `booted` is always false (ignored), `show dirty` never lists workers (`show all` is used), and the
+socket file vanishes after a USR2 promotion until the next fork (locate.ListenerWithoutFile says so).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 from ..procfs import ProcError, ProcessKey, ProcFS, Stat
-from .client import DEFAULT_TIMEOUT_SECONDS, CommandFailed, ControlSocketError
-from .locate import candidate_paths, verified_exchange
-from .replies import Config, Listener, Stats, WorkerHeartbeat, heartbeat_ages, parse_all, parse_config, parse_listeners
+from .client import DEFAULT_TIMEOUT_SECONDS, CommandFailed, ControlSocketError, ProtocolError
+from .locate import Candidate, candidates, identity, verified_exchange
+from .replies import (
+    BadReply,
+    Config,
+    Stats,
+    dirty_heartbeat_ages,
+    parse_config,
+    parse_listeners,
+    web_heartbeat_ages,
+)
+
+# How long a master whose socket could not be found or verified is left before its sources are read again: the
+# candidates it had are still tried on every run, which is cheap; looking again reads its fds and socket table.
+RELOCATE_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -27,9 +39,10 @@ class Health:
     path: str
     stats: Stats
     config: Config
-    web_heartbeat_ages: tuple[float, ...]
-    dirty_heartbeat_ages: tuple[float, ...] | None  # None when the app has no dirty workers or they were not read
-    listeners: tuple[Listener, ...] = ()  # `show listeners`; empty when it was not answered
+    web_heartbeat_ages: list[float]
+    dirty_heartbeat_ages: list[float] | None  # None when the app has no dirty workers or they were not read
+    listeners: tuple[str, ...] = ()  # `show listeners` addresses; empty when it was not answered
+    upgrade_pid: int | None = None  # the USR2 new master that answered for this master
 
     @property
     def dirty_configured(self) -> bool:
@@ -40,17 +53,6 @@ class Churn(NamedTuple):
     spawned: int
     killed: int
     reloads: int
-
-
-def _heartbeat_ages(entries: tuple[WorkerHeartbeat, ...], uptime: float | None) -> tuple[float, ...]:
-    return _plausible([a for e in entries if (a := e.last_heartbeat_seconds) is not None], uptime)
-
-
-def _plausible(ages: Sequence[float], uptime: float | None) -> tuple[float, ...]:
-    """Ages that can be true: a worker just forked can report a heartbeat computed against another clock (the chaos
-    soak saw -299,260,051 s), and no worker's heartbeat is older than its master."""
-    limit = uptime if uptime is not None else float('inf')
-    return tuple([a for a in ages if 0 <= a <= limit])
 
 
 T = TypeVar('T')
@@ -69,6 +71,12 @@ def _unless_reloaded(cached: tuple[int | None, T] | None, stats: Stats) -> T | N
 
 
 @dataclass
+class _Located:
+    candidates: list[Candidate] | None  # None: disabled on the master's command line
+    at: float
+
+
+@dataclass
 class ControlSocketMonitor:
     """Reads each master's control socket and turns its cumulative counters into per-run deltas."""
 
@@ -76,22 +84,24 @@ class ControlSocketMonitor:
     log: logging.Logger | logging.LoggerAdapter
     configured_path: str | None = None
     timeout: float = DEFAULT_TIMEOUT_SECONDS
-    _paths: dict[ProcessKey, str] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
+    _located: dict[ProcessKey, _Located] = field(default_factory=dict)
     _counters: dict[ProcessKey, Churn] = field(default_factory=dict)
-    _configs: dict[ProcessKey, tuple[int, Config]] = field(default_factory=dict)  # by the reloads they came with
-    _absent_logged: set[ProcessKey] = field(default_factory=set)
+    _configs: dict[ProcessKey, tuple[int | None, Config]] = field(default_factory=dict)
     # `show listeners` per master with the reload count it was asked at: binds change only on a reload (HUP).
-    _listeners: dict[ProcessKey, tuple[int | None, tuple[Listener, ...]]] = field(default_factory=dict)
+    _listeners: dict[ProcessKey, tuple[int | None, tuple[str, ...]]] = field(default_factory=dict)
 
-    def read(self, master: Stat) -> Health | None:
-        """The master's health, or None when it has no reachable socket and none was configured.
+    def read(self, master: Stat, upgrades: list[Stat] = ()) -> Health | None:
+        """The master's health, or None when it has no control socket to read (none found, or disabled).
 
-        A configured path that fails raises ControlSocketError: the user asked for it, so the check warns.
+        Raises ControlSocketError when a socket was found but could not be used: locate.Unverified says what was
+        found instead (another master, another owner, a file that is no socket), and a reply that broke the
+        protocol is a ProtocolError. The caller decides what the user is told.
         """
-        candidates = self._candidates(master)
-        if not candidates:
-            return None
         key = master.key
+        located = self._locate(master)
+        if not located.candidates:
+            return None
         # Everything whose need does not depend on this run's stats goes out with `show stats`: one round trip
         # in the steady state. Configuration and listeners are asked with it only when nothing is known yet.
         first = ['show workers']
@@ -100,26 +110,21 @@ class ControlSocketMonitor:
         if self._listeners.get(key, (None,))[0] is None:
             first.append('show listeners')
         try:
-            client, stats, replies = verified_exchange(candidates, master.pid, first, self.timeout)
-        except ControlSocketError as exc:
-            # Forget a socket that worked before (after a USR2 promotion the old master deletes the new one's
-            # socket until its next fork): the next run looks at every candidate again.
-            self._paths.pop(key, None)
-            if self.configured_path:
-                raise
-            if key not in self._absent_logged:
-                self._absent_logged.add(key)
-                self.log.debug(
-                    'No control socket for Gunicorn master %s, so no control-socket metrics (Gunicorn 25.1+ runs '
-                    'one by default; older versions have none): %s',
-                    master.pid,
-                    exc,
-                )
+            who = identity(self.procfs, master, upgrades)
+            verified = verified_exchange(self.procfs, located.candidates, who, first, self.timeout)
+        except ProcError as exc:
+            self.log.debug('Cannot read master %s to verify its control socket: %s', master.pid, exc)
             return None
-        self._paths[key] = client.path
-        self._absent_logged.discard(key)
-        with client:
-            answers = self._answers(first, replies, master)
+        except ControlSocketError:
+            if not self.configured_path and self.clock() - located.at >= RELOCATE_SECONDS:
+                del self._located[key]
+            raise
+        # The one that answered is tried first from now on; the others stay for when it stops answering.
+        located.candidates.remove(verified.candidate)
+        located.candidates.insert(0, verified.candidate)
+        stats = verified.stats
+        with verified.client as client:
+            answers = self._answers(first, verified.replies, master)
             config = _unless_reloaded(self._configs.get(key), stats)
             listeners = _unless_reloaded(self._listeners.get(key), stats)
             then = []
@@ -132,16 +137,38 @@ class ControlSocketMonitor:
                 then.append('show listeners')
             if then:
                 answers.update(self._answers(then, client.query_many(then), master))
-        workers = answers['show workers']
-        web = heartbeat_ages(workers) if workers is not None else ()
-        dirty = None
-        if 'show all' in answers and answers['show all'] is not None:
-            dirty = _heartbeat_ages(parse_all(answers['show all']).dirty_workers, stats.uptime_seconds)
-        if config is None:
-            config = self._remember_config(key, stats, answers['show config'])
-        if listeners is None:
-            listeners = self._remember_listeners(key, stats, answers['show listeners'])
-        return Health(client.path, stats, config, _plausible(web, stats.uptime_seconds), dirty, listeners)
+        try:
+            web = (
+                []
+                if answers['show workers'] is None
+                else web_heartbeat_ages(answers['show workers'], stats.uptime_seconds)
+            )
+            dirty = None
+            if answers.get('show all') is not None:
+                dirty = dirty_heartbeat_ages(answers['show all'], stats.uptime_seconds)
+            if config is None:
+                config = self._remember_config(key, stats, answers['show config'])
+            if listeners is None:
+                listeners = self._remember_listeners(key, stats, answers['show listeners'])
+        except BadReply as exc:
+            raise ProtocolError(
+                'control socket %s: %s' % (verified.candidate.reach, exc), verified.candidate.reach
+            ) from exc
+        return Health(verified.candidate.reach, stats, config, web, dirty, listeners, verified.upgrade_pid)
+
+    def _locate(self, master: Stat) -> _Located:
+        located = self._located.get(master.key)
+        if located is None:
+            try:
+                uid = self.procfs.read_status(master.pid).uid
+            except ProcError as exc:
+                self.log.debug('Cannot read master %s to find its control socket: %s', master.pid, exc)
+                return _Located([], self.clock())
+            located = _Located(candidates(self.procfs, master, uid, self.configured_path), self.clock())
+            self._located[master.key] = located
+            if located.candidates is None:
+                self.log.debug('Master %s runs with --no-control-socket', master.pid)
+        return located
 
     def _answers(self, commands: list[str], replies: Iterator[Any], master: Stat) -> dict[str, Any]:
         """Each command's reply data, None for one that failed: the stats already make the run worth reporting."""
@@ -158,14 +185,12 @@ class ControlSocketMonitor:
         return answers
 
     def _remember_config(self, key: ProcessKey, stats: Stats, data: Any) -> Config:
-        if data is None:
-            return parse_config({})
-        config = parse_config(data)
-        if stats.reloads is not None:
+        config = parse_config({} if data is None else data)
+        if data is not None and stats.reloads is not None:
             self._configs[key] = (stats.reloads, config)
         return config
 
-    def _remember_listeners(self, key: ProcessKey, stats: Stats, data: Any) -> tuple[Listener, ...]:
+    def _remember_listeners(self, key: ProcessKey, stats: Stats, data: Any) -> tuple[str, ...]:
         if data is None:
             self._listeners.pop(key, None)
             return ()
@@ -191,23 +216,6 @@ class ControlSocketMonitor:
         )
 
     def forget_except(self, masters: set[ProcessKey]) -> None:
-        for table in (self._paths, self._counters, self._configs, self._listeners):
+        for table in (self._located, self._counters, self._configs, self._listeners):
             for key in [k for k in table if k not in masters]:
                 del table[key]
-
-    def _candidates(self, master: Stat) -> list[str]:
-        if self.configured_path:
-            return [self.configured_path]
-        if master.key in self._paths:
-            return [self._paths[master.key]]
-        try:
-            uid = os.stat(self.procfs.path(master.pid)).st_uid
-            cmdline = self.procfs.read_cmdline(master.pid)
-        except (OSError, ProcError) as exc:
-            self.log.debug('Cannot read master %s to find its control socket: %s', master.pid, exc)
-            return []
-        try:
-            cwd = os.readlink(self.procfs.path(master.pid, 'cwd'))
-        except OSError:
-            cwd = None  # needs ptrace-level access: the 25.1.0 default in the cwd is then not tried
-        return candidate_paths(uid, cmdline, cwd, root=self.procfs.host_root)

@@ -54,7 +54,11 @@ def test_a_running_app(gunicorn):
     assert 'workers: 3' in section and 'titles: set' in section
     assert 'user: root (uid 0)' in section or 'user: ' in section
     # 27.0.1 keeps its control socket in $XDG_RUNTIME_DIR, which the harness points at the test's directory.
-    assert 'control socket: present at %s' % (server.tmp_path / 'runtime' / 'gunicorn.ctl') in section
+    socket_path = server.tmp_path / 'runtime' / 'gunicorn.ctl'
+    assert (
+        "control socket: %s (found from the master's own listening socket), answered by this master" % socket_path
+        in section
+    )
     assert 'proc_name %s: found master %d.' % (server.name, server.master_pid) in out
     assert suggested(out) == {'init_config': None, 'instances': [{'proc_name': server.name}]}
 
@@ -96,7 +100,11 @@ def test_missing_setproctitle_and_secrets_on_the_command_line(gunicorn, tmp_path
     section = out.split('(pid %d)' % server.master_pid, 1)[1].split('\n  - ', 1)[0]
     assert 'titles: NOT set' in section and 'workers: 2' in section
     assert 'worker class: sync (the default)' in section
-    assert 'control socket: present at %s' % (server.tmp_path / 'runtime' / 'gunicorn.ctl') in section
+    socket_path = server.tmp_path / 'runtime' / 'gunicorn.ctl'
+    assert (
+        "control socket: %s (found from the master's own listening socket), answered by this master" % socket_path
+        in section
+    )
     assert 'DATABASE_URL=postgres://********@db/app' in section and 'API_TOKEN=********' in section
     assert not any(secret in out for secret in SECRETS)
     assert 'Found from the command line because titles are missing' in out and 'pip install setproctitle' in out
@@ -136,7 +144,7 @@ def test_no_gunicorn_at_all():
 
 def test_a_stale_pid_file(tmp_path):
     pid_file = tmp_path / 'web.pid'
-    pid_file.write_text('%d\n' % (2**22 + 7))  # above the largest pid the kernel hands out by default
+    pid_file.write_text('%d\n' % (2**22 - 1))  # the largest pid a kernel may hand out, used by no process here
     done = run_diagnose('--pid-file', str(pid_file))
     assert done.returncode == 1
     assert 'pid file %s: pid file %s is stale' % (pid_file, pid_file) in done.stdout

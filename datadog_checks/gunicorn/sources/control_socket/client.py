@@ -487,11 +487,7 @@ def _map_error(exc: Exception, path: str, doing: str, timeout: float) -> Control
             path,
         )
     if isinstance(exc, FileNotFoundError):
-        return SocketMissing(
-            f'no control socket at {path}: nothing is bound there (Gunicorn before 25.1, --no-control-socket, or '
-            'another path given by --control-socket or control_socket in its config)',
-            path,
-        )
+        return SocketMissing(missing_message(path), path)
     if isinstance(exc, ConnectionRefusedError):
         return SocketMissing(
             f'nothing listens on the socket {path}: a Gunicorn that exited left it, or the master is between two forks',
@@ -504,6 +500,13 @@ def _map_error(exc: Exception, path: str, doing: str, timeout: float) -> Control
     if isinstance(exc, OSError):
         return ControlSocketError(f'control socket {path} failed while {doing}: {exc}', path)
     return _protocol_error(path, f'sent a malformed reply while {doing} ({exc})')
+
+
+def missing_message(path: str) -> str:
+    return (
+        f'no control socket at {path}: nothing is bound there (Gunicorn before 25.1, --no-control-socket, or another '
+        'path given by --control-socket or control_socket in its config)'
+    )
 
 
 def _describe_mode(path: str) -> str:

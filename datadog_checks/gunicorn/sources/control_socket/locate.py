@@ -46,6 +46,7 @@ from .client import (
     SocketMissing,
     SocketPermissionDenied,
     SocketTimeout,
+    missing_message,
     permission_denied_message,
 )
 from .replies import BadReply, Stats, parse_stats
@@ -256,16 +257,30 @@ def _listening(procfs: ProcFS, pid: int) -> list[tuple[int, str]]:
 
 
 def _candidate(procfs: ProcFS, pid: int, path: str, source: str, own: bool = True) -> Candidate:
-    """The path as this process reaches it: through /proc/PID/root into the master's mount namespace when it may
-    (ptrace-level access), else under the host's root as the Agent mounts it (/host for /host/proc), else as is."""
-    tried = [procfs.path(pid, 'root') + path, procfs.host_root + path, path]
-    for reach in dict.fromkeys(tried):
+    """The path as this process reaches it. Gunicorn names it in the master's mount namespace: the same path when the
+    master has this process's root; else through /proc/PID/root when this process may follow it (ptrace-level
+    access), else under the host's root as the Agent mounts it (/host for /host/proc)."""
+    shared = _shares_root(procfs, pid)
+    if shared:
+        return Candidate(path, path, source, own)
+    tried = [procfs.host_root + path, path] if shared is None else [procfs.path(pid, 'root') + path]
+    for reach in tried:
         try:
             os.lstat(reach)
         except OSError:
             continue
         return Candidate(path, reach, source, own)
-    return Candidate(path, procfs.host_root + path, source, own)
+    return Candidate(path, tried[0], source, own)
+
+
+def _shares_root(procfs: ProcFS, pid: int) -> bool | None:
+    """Whether the master's root directory is this process's (None when /proc/PID/root may not be followed)."""
+    try:
+        theirs = os.stat(procfs.path(pid, 'root'))
+        ours = os.stat('/')
+    except OSError:
+        return None
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
 
 
 # Which master answers
@@ -290,7 +305,7 @@ class _Verifier:
                     "no file at %s while a socket bound there still listens in the master's network namespace" % path,
                     path,
                 ) from exc
-            raise SocketMissing('no control socket at %s' % path, path) from exc
+            raise SocketMissing(missing_message(path), path) from exc
         except PermissionError as exc:
             raise SocketPermissionDenied(permission_denied_message(path, exc), path) from exc
         except OSError as exc:

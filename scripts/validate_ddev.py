@@ -62,6 +62,16 @@ def validators(root: Path) -> list[Validator]:
         Validator('dashboards', (r'for 1 checks', r'\b%d valid files' % dashboards)),
         # Prints no count of views either; tests/test_unit_assets.py checks that every view the manifest names exists.
         Validator('saved-views', (r'for 1 checks', r'All saved views are valid!')),
+        # pyproject.toml's [project]: name datadog-gunicorn, tool.hatch.version.path, authors' e-mails. A check it
+        # skips is not counted, so "1 valid files" proves it read gunicorn's.
+        Validator('package', (r'for 1 checks', r'\b1 valid files')),
+        # The base requirement is a single `>=`, [project].dependencies holds nothing else, and every extra is pinned
+        # with `==` and listed in the Agent's requirements file, which a workspace does not have: so any third-party
+        # extra fails here, as it should (the wheel is installed with --no-deps). Prints no count; see `readmes`.
+        Validator('dep', (r'All dependencies are valid!',)),
+        # No `__init__(self, name, init_config, agentConfig, instances)`. It names the check whether or not it found
+        # it; the workspace is proven by `readmes`.
+        Validator('legacy-signature', (r'Check `gunicorn` uses the new agent signature',)),
     ]
 
 

@@ -427,6 +427,20 @@ def test_a_broken_instance_is_rejected_by_the_same_validation(instance, option):
         load_models({}, instance)
 
 
+def test_annotations_set_no_option_reserved_to_trusted_providers():
+    # Pod annotations are an untrusted configuration provider: an Agent with integration_ignore_untrusted_file_params
+    # rejects the options the spec marks require_trusted_provider (config_models SECURE_FIELD_NAMES) when they come
+    # from one. Those belong in the node Agent's own configuration (confd / extraConfd).
+    from datadog_checks.gunicorn.config_models.instance import SECURE_FIELD_NAMES
+    from datadog_checks.gunicorn.config_models.shared import SECURE_FIELD_NAMES as SHARED_SECURE_FIELD_NAMES
+
+    for container, templates in annotations_of('checks').items():
+        template = templates['gunicorn']
+        assert not SHARED_SECURE_FIELD_NAMES & set(template.get('init_config') or {}), container
+        for instance in template['instances']:
+            assert not SECURE_FIELD_NAMES & set(instance), container
+
+
 def test_annotations_name_a_container_of_the_pod():
     containers = {c['name'] for c in app_deployment()['spec']['template']['spec']['containers']}
     for kind in ('checks', 'logs'):

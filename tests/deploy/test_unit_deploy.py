@@ -290,6 +290,7 @@ def test_the_image_the_examples_pull_is_the_one_the_dockerfile_builds(image):
     version = expand(labels['org.opencontainers.image.version'].strip('"'), args)
     assert title == IMAGE_NAME
     assert version == '%s-gunicorn-%s' % (args['AGENT_TAG'], VERSION)
+    assert labels['org.opencontainers.image.description'].endswith('check %s"' % VERSION)
 
     helm_image = helm_values()['agents']['image']
     # The chart pulls `<repository>:<tag>-<tagSuffix>` and reads the Agent version from `tag` alone.

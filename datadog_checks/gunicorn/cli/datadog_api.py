@@ -156,8 +156,8 @@ class DatadogAPI:
         except ApiError as exc:
             if exc.status in (401, 403):
                 raise ApiError(
-                    '%s rejected DD_API_KEY (%d): check the key, and that DD_SITE (now %s) is the site of the account '
-                    'the key belongs to' % (self.base_url, exc.status, self.site),
+                    '%s rejected DD_API_KEY (%d): check the key, and that %s is the site of the account it belongs to'
+                    % (self.base_url, exc.status, self._endpoint_hint),
                     exc.status,
                 ) from None
             raise
@@ -324,9 +324,9 @@ def _seconds(value: str | None) -> float | None:
 
 def _network_reason(exc: requests.exceptions.RequestException, timeout: tuple[float, float]) -> str:
     if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return 'no connection within %.0f s' % timeout[0]
+        return 'no connection within %g s' % timeout[0]
     if isinstance(exc, requests.exceptions.ReadTimeout):
-        return 'no answer within %.0f s' % timeout[1]
+        return 'no answer within %g s' % timeout[1]
     if isinstance(exc, requests.exceptions.SSLError):
         return 'TLS handshake failed'
     if isinstance(exc, requests.exceptions.ProxyError):

@@ -226,7 +226,7 @@ def test_429_asking_for_a_long_wait_gives_up_at_once(run, fake):
     fake.rate_limit(times=1000, retry_after=3600, path_prefix='/api/v1/validate')
     code, _, err = install(run, fake)
     assert code == 1 and len(fake.requests) == 1
-    assert_one_error_line(err, 'wait 3600 s')
+    assert_one_error_line(err, 'answered 429 to GET /api/v1/validate and asks to wait 3600 s')
 
 
 @pytest.mark.parametrize(
@@ -373,10 +373,28 @@ def test_a_web_address_or_nonsense_in_dd_site_is_refused_with_the_fix(run, site,
     assert_one_error_line(err, hint)
 
 
-def test_the_api_url_must_be_a_url(run):
-    code, _, err = run('install', '--api-url', 'api.datadoghq.com')
+@pytest.mark.parametrize(
+    'url, message',
+    [
+        ('api.datadoghq.com', 'starting with https://'),
+        ('ftp://api.datadoghq.com', 'starting with https://'),
+        ('http://proxy.example:8080', 'must use https://'),
+        ('http://10.0.0.5', 'must use https://'),
+    ],
+)
+def test_the_api_url_must_be_https_unless_it_is_loopback(run, url, message):
+    code, _, err = run('install', '--api-url', url)
     assert code == 1
-    assert_one_error_line(err, 'starting with https://')
+    assert_one_error_line(err, message)
+
+
+def test_a_redirect_is_not_followed_with_the_keys(run, fake):
+    with FakeDatadogAPI() as elsewhere:
+        fake.fail(302, headers={'Location': elsewhere.url + '/api/v1/validate'})
+        code, _, err = install(run, fake)
+        assert elsewhere.requests == []
+    assert code == 1
+    assert_one_error_line(err, 'redirect (302)', 'does not follow')
 
 
 # Keys never appear in any output.

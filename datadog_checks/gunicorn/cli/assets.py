@@ -13,12 +13,14 @@ endpoint (a proxy, or the tests' loopback fake).
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import urlsplit
 
 from .asset_bodies import MANAGED_BY, Body, build_bodies, find_existing
 from .asset_files import AssetError, AssetFile, load_assets
@@ -174,14 +176,31 @@ def _keys(environ: Mapping[str, str]) -> tuple[str, str]:
 def _endpoint(api_url: str | None, environ: Mapping[str, str], console: Console) -> tuple[str, str, str | None]:
     """(site label for messages, API base URL, web app URL or None when --api-url hides which site it is)."""
     if api_url:
-        if not api_url.startswith(('https://', 'http://')):
-            raise UsageError('--api-url %s: give a URL starting with https://' % sanitize(api_url, limit=100))
+        _check_api_url(api_url)
         return host_of(api_url), api_url, None
     site = (environ.get('DD_SITE') or DEFAULT_SITE).strip().lower()
     base_url = api_url_for_site(site)
     if site not in SITES:
         console.info('note: DD_SITE=%s is not a site this installer knows; using %s' % (site, base_url))
     return site, base_url, app_url_for_site(site)
+
+
+def _check_api_url(api_url: str) -> None:
+    parts = urlsplit(api_url)
+    if parts.scheme not in ('https', 'http') or not parts.hostname:
+        raise UsageError('--api-url %s: give a URL starting with https://' % sanitize(api_url, limit=100))
+    # The keys travel in headers: in clear text only to this machine, where they cross no network.
+    if parts.scheme == 'http' and not _is_loopback(parts.hostname):
+        raise UsageError('--api-url must use https:// (http:// only for a loopback address such as 127.0.0.1)')
+
+
+def _is_loopback(host: str) -> bool:
+    if host == 'localhost':
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _link(kind: str, result: dict, app_url: str | None) -> str:

@@ -196,8 +196,8 @@ class DatadogAPI:
             wait = self._wait_for(response, attempt)
             if wait > self._max_wait:
                 raise ApiError(
-                    'Datadog rate limit on %s %s: it asks to wait %.0f s; run the installer again then'
-                    % (method, path, wait),
+                    'Datadog answered %d to %s %s and asks to wait %.0f s: run the installer again then'
+                    % (status, method, path, wait),
                     status,
                 )
             self._on_wait('%s %s answered %d; retrying in %.1f s' % (method, path, status, wait))
@@ -206,7 +206,11 @@ class DatadogAPI:
 
     def _send(self, method: str, url: str, path: str, params, body) -> requests.Response:
         try:
-            return self._session.request(method, url, params=params, json=body, timeout=self._timeout)
+            # No redirects: requests drops only the Authorization header on a redirect to another host, and would
+            # send DD-API-KEY and DD-APPLICATION-KEY wherever the Location header points.
+            return self._session.request(
+                method, url, params=params, json=body, timeout=self._timeout, allow_redirects=False
+            )
         except requests.exceptions.RequestException as exc:
             raise ApiError(
                 'cannot reach %s (%s) for %s %s: check %s, the network, or HTTPS_PROXY'
@@ -242,6 +246,12 @@ class DatadogAPI:
             return ApiError(
                 "Datadog answered %d to %s%s after %d attempt%s: a problem on Datadog's side; try again later"
                 % (status, where, said, attempts, '' if attempts == 1 else 's'),
+                status,
+            )
+        if 300 <= status < 400:
+            return ApiError(
+                '%s answered %s with a redirect (%d), which the installer does not follow so as not to send the keys '
+                'elsewhere: check %s' % (self.base_url, where, status, self._endpoint_hint),
                 status,
             )
         if status == 404 and method == 'PUT':

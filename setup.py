@@ -25,6 +25,8 @@ class BuildPyWithAssets(build_py):
         if getattr(self, 'editable_mode', False):
             return
         target = Path(self.build_lib) / 'datadog_checks' / 'gunicorn' / 'assets'
+        # setuptools reuses a build/ folder left from an earlier build: a file deleted from assets/ since must not ship.
+        shutil.rmtree(target, ignore_errors=True)
         for relative in SHIPPED_ASSETS:
             source = HERE / 'assets' / relative
             if not source.exists():

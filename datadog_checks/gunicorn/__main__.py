@@ -1,5 +1,5 @@
 import sys
 
-from .cli.runner import main
+from .cli import main
 
 sys.exit(main())

@@ -18,10 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from datadog_checks.gunicorn.cli import asset_bodies, asset_files, assets, datadog_api
-from datadog_checks.gunicorn.cli.asset_bodies import MANAGED_BY, PIPELINE_NAME, asset_tag, build_bodies
-from datadog_checks.gunicorn.cli.asset_files import AssetError, AssetFile, load_assets
-from datadog_checks.gunicorn.cli.datadog_api import MAX_ATTEMPTS, SITES, ApiError, DatadogAPI
+from datadog_checks.gunicorn.cli.assets import api as datadog_api
+from datadog_checks.gunicorn.cli.assets import bodies as asset_bodies
+from datadog_checks.gunicorn.cli.assets import command as assets
+from datadog_checks.gunicorn.cli.assets import files as asset_files
+from datadog_checks.gunicorn.cli.assets.api import MAX_ATTEMPTS, SITES, ApiError, DatadogAPI
+from datadog_checks.gunicorn.cli.assets.bodies import MANAGED_BY, PIPELINE_NAME, asset_tag, build_bodies
+from datadog_checks.gunicorn.cli.assets.files import AssetError, AssetFile, load_assets
 
 from . import fake_datadog_api
 from .fake_datadog_api import API_KEY, APP_KEY, FakeDatadogAPI
@@ -537,7 +540,7 @@ def test_the_built_wheel_carries_the_assets_and_an_installed_wheel_finds_them(tm
         [
             sys.executable,
             '-c',
-            'from datadog_checks.gunicorn.cli import asset_files; print(asset_files.find_assets_dir())',
+            'from datadog_checks.gunicorn.cli.assets import files; print(files.find_assets_dir())',
         ],
         cwd=elsewhere,
         env=env,
@@ -557,7 +560,7 @@ def test_the_built_wheel_carries_the_assets_and_an_installed_wheel_finds_them(tm
 
 def _run_cli(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, '-m', 'datadog_checks.gunicorn.cli.assets', *argv],
+        [sys.executable, '-m', 'datadog_checks.gunicorn', 'assets', *argv],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -28,7 +28,6 @@ from datadog_checks.base.stubs import aggregator, datadog_agent
 
 from ..__about__ import __version__
 from ..check import GunicornCheck
-from . import diagnose
 
 # The stub aggregator's submission types, by the names `datadog-agent check` prints.
 METRIC_TYPES = {0: 'gauge', 1: 'rate', 2: 'count', 3: 'monotonic_count', 4: 'counter', 5: 'histogram', 6: 'historate'}
@@ -233,8 +232,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ['diagnose']:
-        return diagnose.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.conf and (args.proc_name or args.pid_file):

@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-PACKAGE_DIR = Path(__file__).resolve().parent.parent
+# datadog_checks/gunicorn: this file is cli/assets/files.py under it.
+PACKAGE_DIR = Path(__file__).resolve().parents[2]
 # What the wheel carries, relative to the assets folder. setup.py keeps its own copy (it cannot import the package at
 # build time); a test checks that the two agree.
 SHIPPED = ('dashboards', 'monitors', 'logs/gunicorn.yaml', 'saved_views')

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .asset_files import AssetError, AssetFile, Assets
+from .files import AssetError, AssetFile, Assets
 
 MANAGED_BY = 'managed_by:datadog_checks.gunicorn'
 ASSET_TAG_KEY = 'gunicorn_asset'

@@ -22,9 +22,7 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
-from .asset_bodies import MANAGED_BY, Body, build_bodies, find_existing
-from .asset_files import AssetError, AssetFile, load_assets
-from .datadog_api import (
+from .api import (
     DEFAULT_SITE,
     SITES,
     ApiError,
@@ -36,6 +34,8 @@ from .datadog_api import (
     mask,
     sanitize,
 )
+from .bodies import MANAGED_BY, Body, build_bodies, find_existing
+from .files import AssetError, AssetFile, load_assets
 
 PROG = 'python -m datadog_checks.gunicorn assets'
 SAVED_VIEW_PAGES = {'logs': ('Log Explorer', '/logs'), 'process': ('Processes page', '/process')}
@@ -221,7 +221,3 @@ def _print_saved_views(views: tuple[AssetFile, ...], app_url: str | None, consol
         page, path = SAVED_VIEW_PAGES.get(content.get('type'), ('page', ''))
         where = '%s (%s%s)' % (page, app_url, path) if app_url else page
         console.info('  %r on the %s, query: %s' % (content.get('name', view.asset_id), where, content.get('query')))
-
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -176,7 +176,8 @@ def control_socket_state(procfs: ProcFS, tree: AppTree, uid: int | None, configu
 
 
 def _refused(error: ControlSocketError, tried: list[locate.Candidate]) -> str:
-    telling = error.telling if isinstance(error, locate.Unverified) else error
+    # What is there, not what the check would warn about: a socket seen listening comes before a guessed path.
+    telling = error.observed if isinstance(error, locate.Unverified) else error
     where = telling.path or ', '.join(c.path for c in tried)
     if isinstance(telling, locate.WrongMaster):
         who = 'pid %s' % telling.answering_pid if telling.answering_pid else 'another process'
@@ -185,7 +186,9 @@ def _refused(error: ControlSocketError, tried: list[locate.Candidate]) -> str:
     if isinstance(telling, locate.ForeignOwner):
         return "not trusted: %s belongs to uid %d, not to the master's user" % (where, telling.owner)
     if isinstance(telling, SocketPermissionDenied):
-        return 'present, refused to this user by permission: %s' % telling
+        if telling.candidate is not None and telling.candidate.seen:
+            return 'present (listening in its network namespace), refused to this user by permission: %s' % telling
+        return 'refused to this user by permission, present or not: %s' % telling
     if isinstance(telling, locate.ListenerWithoutFile):
         return (
             'file gone at %s while the master still listens (after a USR2 upgrade Gunicorn deletes it until the '

@@ -517,14 +517,14 @@ def _describe_mode(path: str) -> str:
     return f'{path}: owner uid {st.st_uid} gid {st.st_gid} mode {stat.S_IMODE(st.st_mode):04o}'
 
 
-def permission_denied_message(path: str, exc: BaseException) -> str:
+def permission_denied_message(path: str, exc: BaseException, doing: str = 'connecting to') -> str:
     """An actionable message for EACCES/EPERM on `path`: who owns the socket and its directory, and the fix."""
     # connect(2) on a Unix socket needs write permission on the socket file and search permission on every
     # directory above it (unix(7)), so both are shown.
     parent = os.path.dirname(path) or '.'
     reason = getattr(exc, 'strerror', None) or exc
     return (
-        f'permission denied connecting to control socket {path} ({reason}); socket {_describe_mode(path)}; '
+        f'permission denied {doing} control socket {path} ({reason}); socket {_describe_mode(path)}; '
         f'parent {_describe_mode(parent)}; the Agent runs as uid {os.getuid()} gid {os.getgid()} groups '
         f'{sorted(os.getgroups())}; {_PERMISSION_FIX}'
     )

@@ -148,6 +148,8 @@ class Candidate:
     # Whether the source ties the path to this master. A listener merely named gunicorn.ctl may be another app's: that
     # it answers for another master says nothing the user must fix.
     own: bool = True
+    # Whether a socket is known to listen at this path in the master's network namespace, rather than guessed.
+    seen: bool = False
 
 
 def home_directory(uid: int) -> str | None:
@@ -189,14 +191,16 @@ def candidates(
 ) -> list[Candidate] | None:
     """Where `master`'s socket may be, most certain first, without duplicates; None when its command line disables
     the socket (`--no-control-socket`)."""
+    listeners = _listening(procfs, master.pid)
+    seen = {path for _, path in listeners}
     if configured:
-        return [_candidate(procfs, master.pid, configured, 'the control_socket option')]
+        return [_candidate(procfs, master.pid, configured, 'the control_socket option', seen=configured in seen)]
     found: list[tuple[str, str, bool]] = []
     argv = _read(procfs.read_cmdline, master.pid) or []
     if '--no-control-socket' in argv:
         return None
     cwd = _cwd(procfs, master.pid)
-    listening = _listening(procfs, master.pid)
+    listening = [(inode, path) for inode, path in listeners if os.path.basename(path) == SOCKET_NAME]
     held = _read(lambda pid: socket_inodes(procfs.read_fd_links(pid)), master.pid)
     if held is not None:
         found += [(path, "the master's own listening socket", True) for inode, path in listening if inode in held]
@@ -221,7 +225,7 @@ def candidates(
         if os.path.isabs(path):
             first = unique.setdefault(path, (source, own))
             unique[path] = (first[0], first[1] or own)
-    return [_candidate(procfs, master.pid, path, source, own) for path, (source, own) in unique.items()]
+    return [_candidate(procfs, master.pid, path, source, own, path in seen) for path, (source, own) in unique.items()]
 
 
 def _read(read: Callable[[int], Any], pid: int) -> Any:
@@ -244,33 +248,29 @@ def _absolute(path: str, cwd: str | None) -> str:
 
 
 def _listening(procfs: ProcFS, pid: int) -> list[tuple[int, str]]:
-    """(inode, path) of the stream listeners of `pid`'s network namespace whose path Gunicorn could have bound."""
+    """(inode, path) of the stream listeners bound to a path in `pid`'s network namespace."""
     try:
         rows = read_net_unix(procfs, pid)
     except (ProcError, SocketTableError):
         return []
-    return [
-        (row.inode, row.path)
-        for row in rows
-        if row.listening and row.type == SOCK_STREAM and row.path and os.path.basename(row.path) == SOCKET_NAME
-    ]
+    return [(row.inode, row.path) for row in rows if row.listening and row.type == SOCK_STREAM and row.path]
 
 
-def _candidate(procfs: ProcFS, pid: int, path: str, source: str, own: bool = True) -> Candidate:
+def _candidate(procfs: ProcFS, pid: int, path: str, source: str, own: bool = True, seen: bool = False) -> Candidate:
     """The path as this process reaches it. Gunicorn names it in the master's mount namespace: the same path when the
     master has this process's root; else through /proc/PID/root when this process may follow it (ptrace-level
     access), else under the host's root as the Agent mounts it (/host for /host/proc)."""
     shared = _shares_root(procfs, pid)
     if shared:
-        return Candidate(path, path, source, own)
+        return Candidate(path, path, source, own, seen)
     tried = [procfs.host_root + path, path] if shared is None else [procfs.path(pid, 'root') + path]
     for reach in tried:
         try:
             os.lstat(reach)
         except OSError:
             continue
-        return Candidate(path, reach, source, own)
-    return Candidate(path, tried[0], source, own)
+        return Candidate(path, reach, source, own, seen)
+    return Candidate(path, tried[0], source, own, seen)
 
 
 def _shares_root(procfs: ProcFS, pid: int) -> bool | None:
@@ -307,7 +307,7 @@ class _Verifier:
                 ) from exc
             raise SocketMissing(missing_message(path), path) from exc
         except PermissionError as exc:
-            raise SocketPermissionDenied(permission_denied_message(path, exc), path) from exc
+            raise SocketPermissionDenied(permission_denied_message(path, exc, 'looking at'), path) from exc
         except OSError as exc:
             raise SocketMissing('%s cannot be looked at: %s' % (path, exc.strerror or exc), path) from exc
         if not stat_module.S_ISSOCK(st.st_mode):
@@ -338,6 +338,7 @@ class _Verifier:
         return app_name(title.name) if title is not None else None
 
     def _listener_lives(self) -> bool:
+        # Any name: a configured or --control-socket path need not be Gunicorn's default one.
         return any(path == self.candidate.path for _, path in _listening(self.procfs, self.who.pid))
 
 
@@ -415,13 +416,22 @@ def verified_exchange(
 
 
 class Unverified(ControlSocketError):
-    """No candidate proved to be the master's socket. `failures` has one error per candidate tried; `telling` is the
-    one worth showing (`_PRECEDENCE`), preferring what was found at a path tied to this master."""
+    """No candidate proved to be the master's socket. `failures` has one error per candidate tried.
+
+    `telling` is the one to act on (`_PRECEDENCE`), among those at paths tied to this master: what a socket of
+    another app says is no fault of this one. `observed` is the one to describe, preferring a path where a socket is
+    known to listen over a guessed one: diagnose says what is there.
+    """
 
     def __init__(self, failures: list[ControlSocketError]):
         self.failures = failures
-        own = [f for f in failures if getattr(f, 'candidate', None) is None or f.candidate.own] or failures
-        self.telling = next(f for kind in _PRECEDENCE for f in own if isinstance(f, kind))
+        own = [f for f in failures if f.candidate is None or f.candidate.own] or failures
+        self.telling = _most_telling(own)
+        self.observed = _most_telling([f for f in failures if f.candidate is not None and f.candidate.seen] or own)
         summary = '; '.join('%s: %s' % (type(f).__name__, f.path) for f in failures)
         tried = '' if len(failures) == 1 else ' [tried %d paths: %s]' % (len(failures), summary)
         super().__init__('%s%s' % (self.telling, tried), self.telling.path)
+
+
+def _most_telling(failures: list[ControlSocketError]) -> ControlSocketError:
+    return next(f for kind in _PRECEDENCE for f in failures if isinstance(f, kind))

@@ -9,8 +9,9 @@ from .collectors.cpu import CpuSampler
 from .collectors.discovery import AppTree, Discovery
 from .collectors.resources import ResourceTracker, Usage
 from .collectors.saturation import SaturationCollector, SaturationReport, control_socket_hints
+from .collectors.working import WorkerCounts
 from .config_models import ConfigMixin
-from .configuration import procfs_root
+from .configuration import Reads, procfs_root
 from .messages import bounded, control_socket_problem, explain_missing, no_workers_message, titles_missing_message
 from .sources.control_socket.client import ControlSocketError
 from .sources.control_socket.monitor import ControlSocketMonitor, Health
@@ -48,6 +49,8 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         self._control = ControlSocketMonitor(
             procfs, self.log, self.config.control_socket, self.config.control_socket_timeout
         )
+        # metric_patterns is read once, when the check is made: what it excludes is never even read.
+        self._reads = Reads.of(self.should_send_metric)
 
     def cancel(self):
         # The Agent unschedules this instance: close its held files now rather than whenever it is collected.
@@ -66,7 +69,8 @@ class GunicornCheck(AgentCheck, ConfigMixin):
             self._report_missing_master()
             return
         # Before the sample window: no control connection may stay open while the check sleeps.
-        health = self._read_health([t for group in groups.values() for t in group])
+        every_tree = [t for group in groups.values() for t in group]
+        health = self._read_health(every_tree) if self._reads.control_socket else []
         workers = {tags: [w.pid for t in group for w in t.workers] for tags, group in groups.items()}
         # A worker running several threads is sampled over all of them (gthread computes in its pool threads).
         threads = {w.pid: w.num_threads for group in groups.values() for t in group for w in t.workers}
@@ -75,19 +79,8 @@ class GunicornCheck(AgentCheck, ConfigMixin):
             tag_list = list(tags)
             masters = {t.master.key for t in group}
             group_health = [(key, h) for key, h in health if key in masters]
-            if tags not in self._saturation:
-                self._saturation[tags] = SaturationCollector(self._procfs, self.log, self.config.bind or ())
-            saturation = self._saturation[tags].collect(group, windows[tags], *control_socket_hints(group_health))
-            counts = saturation.workers
-            self.log.debug(
-                '%s: %d working and %d idle %s workers (CPU window: %d working; in flight: %s)',
-                tags,
-                counts.working,
-                counts.idle,
-                saturation.model.value,
-                windows[tags].working,
-                saturation.in_flight,
-            )
+            saturation = self._read_saturation(tags, group, windows[tags], group_health)
+            counts = saturation.workers if saturation is not None else windows[tags]
             if counts.total:
                 self.service_check(self.SERVICE_CHECK, AgentCheck.OK, tags=tag_list)
             else:
@@ -95,15 +88,37 @@ class GunicornCheck(AgentCheck, ConfigMixin):
                 self.service_check(self.SERVICE_CHECK, AgentCheck.CRITICAL, tags=tag_list, message=message)
             self.gauge('workers', counts.working, tags=[*tag_list, 'state:working'])
             self.gauge('workers', counts.idle, tags=[*tag_list, 'state:idle'])
-            self._submit_saturation(tag_list, saturation)
-            tracker = self._resources.setdefault(tags, ResourceTracker(self._procfs, self.log))
-            cpu = {pid: worker_cpu[pid] for pid in workers[tags] if pid in worker_cpu}
-            self._submit_usage(tag_list, tracker.measure(group, cpu, self._sampler))
+            if saturation is not None:
+                self._submit_saturation(tag_list, saturation)
+            if self._reads.resources:
+                tracker = self._resources.setdefault(tags, ResourceTracker(self._procfs, self.log, pss=self._reads.pss))
+                cpu = {pid: worker_cpu[pid] for pid in workers[tags] if pid in worker_cpu}
+                self._submit_usage(tag_list, tracker.measure(group, cpu, self._sampler))
             self._submit_health(tag_list, len(group), group_health)
         self._resources = {tags: tracker for tags, tracker in self._resources.items() if tags in groups}
         for tags in [t for t in self._saturation if t not in groups]:
             self._saturation.pop(tags).close()
         self._collect_version(trees)
+
+    def _read_saturation(
+        self, tags: tuple[str, ...], group: list[AppTree], window: WorkerCounts, health: list[tuple[ProcessKey, Health]]
+    ) -> SaturationReport | None:
+        """The group's listeners and the worker split they complete; None when no metric of theirs is sent."""
+        if not self._reads.socket_tables:
+            return None
+        if tags not in self._saturation:
+            self._saturation[tags] = SaturationCollector(self._procfs, self.log, self.config.bind or ())
+        saturation = self._saturation[tags].collect(group, window, *control_socket_hints(health))
+        self.log.debug(
+            '%s: %d working and %d idle %s workers (CPU window: %d working; in flight: %s)',
+            tags,
+            saturation.workers.working,
+            saturation.workers.idle,
+            saturation.model.value,
+            window.working,
+            saturation.in_flight,
+        )
+        return saturation
 
     def _submit_saturation(self, tags: list[str], saturation: SaturationReport) -> None:
         for problem in saturation.problems:

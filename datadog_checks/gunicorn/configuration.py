@@ -1,4 +1,5 @@
-"""What the check's configuration means beyond the generated models: where /proc is, and the `bind` addresses.
+"""What the check's configuration means beyond the generated models: where /proc is, the `bind` addresses, and which
+sources the metrics `metric_patterns` lets through need.
 
 `config_models/` is generated from `assets/configuration/spec.yaml`; its hand-written `validators.py` parses `bind`
 with `parse_bind` below, so that a wrong address is refused when the configuration loads, with the same rules the
@@ -8,6 +9,7 @@ socket tables are later compared with.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 try:
@@ -72,3 +74,71 @@ def parse_bind(text: str) -> BindAddress:
     except OSError as exc:
         raise ValueError(f'bind address {text!r} is not a literal IP address or unix:PATH') from exc
     return BindAddress(family, ip, int(port_text), '')
+
+
+# Every metric the check sends, under `gunicorn.`, by the source it needs beyond the process table: a source none of
+# whose metrics `metric_patterns` lets through is not read at all (`Reads`).
+CONTROL_SOCKET_METRICS = (
+    'workers.target',
+    'workers.spawned',
+    'workers.killed',
+    'reloads',
+    'worker.heartbeat_age.max',
+    'worker.heartbeat_age.avg',
+    'workers.near_timeout',
+    'worker.timeout',
+    'worker.threads',
+    'worker.max_requests',
+    'dirty_arbiter.up',
+    'dirty_worker.heartbeat_age.max',
+    'dirty_worker.heartbeat_age.avg',
+)
+SOCKET_TABLE_METRICS = ('listen.queued', 'listen.backlog_max', 'connections.in_flight')
+PSS_METRICS = ('memory.pss', 'memory.pss.max')
+RESOURCE_METRICS = (
+    'masters',
+    'master.uptime',
+    'worker.age.min',
+    'worker.age.max',
+    'workers.restarts',
+    'dirty_workers',
+    'threads',
+    'memory.rss',
+    'memory.rss.max',
+    *PSS_METRICS,
+    'cpu.utilization',
+    'cpu.run_queue_wait',
+)
+# What Datadog's own gunicorn check sends: the one metric this check shares with it.
+WORKERS_METRIC = 'workers'
+CHECK_METRICS = (WORKERS_METRIC, *RESOURCE_METRICS, *CONTROL_SOCKET_METRICS, *SOCKET_TABLE_METRICS)
+
+
+@dataclass(frozen=True)
+class Reads:
+    """Which costly sources a run reads, given what it may send.
+
+    The control socket also names the listeners and the worker class the socket tables are read for; the socket
+    tables also complete `gunicorn.workers` for sync workers (a request waiting on I/O counts as working). Without
+    them, `gunicorn.workers` is the CPU window's split alone, as Datadog's own check computes it.
+    """
+
+    control_socket: bool
+    socket_tables: bool
+    resources: bool
+    pss: bool
+
+    @classmethod
+    def of(cls, sends: Callable[[str], bool]) -> Reads:
+        """`sends(name)` is AgentCheck.should_send_metric: whether `metric_patterns` lets the full name through."""
+
+        def any_of(names: tuple[str, ...]) -> bool:
+            return any(sends('gunicorn.' + name) for name in names)
+
+        tables = any_of(SOCKET_TABLE_METRICS)
+        return cls(
+            control_socket=tables or any_of(CONTROL_SOCKET_METRICS),
+            socket_tables=tables,
+            resources=any_of(RESOURCE_METRICS),
+            pss=any_of(PSS_METRICS),
+        )

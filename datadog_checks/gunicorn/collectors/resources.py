@@ -60,6 +60,7 @@ def processes_by_role(trees: list[AppTree]) -> dict[str, list[Stat]]:
 class ResourceTracker:
     procfs: ProcFS
     log: logging.Logger | logging.LoggerAdapter
+    pss: bool = True  # False when no PSS metric is sent: smaps_rollup is then never read
     clock: Callable[[], float] = time.monotonic
     _cpu: dict[ProcessKey, CpuTime] = field(default_factory=dict)
     _cpu_at: float | None = None
@@ -76,7 +77,8 @@ class ResourceTracker:
         cpu_by_pid = {**sampler.sample([s.pid for s in others], {s.pid: s.num_threads for s in others}), **worker_cpu}
         every = [s for stats in by_role.values() for s in stats]
         cpu = {s.key: cpu_by_pid[s.pid] for s in every if s.pid in cpu_by_pid}
-        self._refresh_pss(every, now)
+        if self.pss:
+            self._refresh_pss(every, now)
 
         elapsed_ns = (now - self._cpu_at) * 1e9 if self._cpu_at is not None else None
         roles = [self._role_usage(role, stats, cpu, elapsed_ns) for role, stats in by_role.items() if stats]

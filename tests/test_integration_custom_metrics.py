@@ -1,0 +1,105 @@
+"""What one app costs in custom metrics, measured from what the check sends against real Gunicorn servers, and what a
+`metric_patterns` selection sends and reads.
+
+Datadog counts a custom metric per metric name and combination of tag values (the host included): every series the
+check sends but gunicorn.workers, the one metric Datadog's own gunicorn integration publishes from its check. The
+README's table of series per app is checked against these measurements.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from datadog_checks.gunicorn.configuration import CHECK_METRICS, WORKERS_METRIC
+from datadog_checks.gunicorn.sources.control_socket import client as control_socket_client
+from datadog_checks.gunicorn.sources.procfs import ProcFS
+from datadog_checks.gunicorn.sources.sockets.tables import SocketTables
+
+from .common import instance_for, wait_for
+from .gunicorn_env import REPO
+
+pytestmark = pytest.mark.integration
+
+WORKER_CLASSES = {
+    'sync': {},
+    'gthread': {'args': ['--threads', '4']},
+    'asgi': {'args': ['-k', 'asgi'], 'app': 'asgi_app:app'},
+}
+# Exactly what Datadog's own check sends, and what the recommended monitors need (README "Custom metrics").
+DATADOG_CHECK_ONLY = {'include': [r'^gunicorn\.workers$']}
+MONITORS_NEED = {
+    'include': [r'^gunicorn\.workers$', r'^gunicorn\.workers\.near_timeout$', r'^gunicorn\.memory\.rss\.max$']
+}
+
+
+def series(aggregator) -> dict[str, set[tuple[str, ...]]]:
+    """Each metric the last run sent, with its distinct tag sets."""
+    found: dict[str, set[tuple[str, ...]]] = {}
+    for name in aggregator.metric_names:
+        for metric in aggregator.metrics(name):
+            found.setdefault(name, set()).add(tuple(sorted(metric.tags)))
+    return found
+
+
+def second_run(check, aggregator, dd_run_check) -> dict[str, set[tuple[str, ...]]]:
+    # The first run has no baseline for CPU shares and churn counts: a steady run is the second.
+    dd_run_check(check)
+    aggregator.reset()
+    dd_run_check(check)
+    return series(aggregator)
+
+
+def readme_table() -> dict[str, tuple[int, int]]:
+    """The README's `| worker class | ... |` rows of series per app: {class: (standard, custom)}."""
+    text = (REPO / 'README.md').read_text(encoding='utf-8')
+    rows = re.findall(r'^\| `?(sync|gthread|asgi)`?[^|]*\| (\d+) \| (\d+) \|', text, re.M)
+    return {name: (int(standard), int(custom)) for name, standard, custom in rows}
+
+
+@pytest.mark.parametrize('worker_class', sorted(WORKER_CLASSES))
+def test_series_per_app_in_the_default_configuration(worker_class, gunicorn, make_check, aggregator, dd_run_check):
+    server = gunicorn(workers=3, **WORKER_CLASSES[worker_class])
+    check = make_check(instance_for(server, tags=[]))
+    # The control socket comes a moment after the workers: wait until its figures are there.
+    wait_for(lambda: 'gunicorn.workers.target' in second_run(check, aggregator, dd_run_check), 20, 'control socket')
+    sent = second_run(check, aggregator, dd_run_check)
+    assert set(sent) <= {'gunicorn.' + name for name in CHECK_METRICS}
+    standard = len(sent.pop('gunicorn.' + WORKERS_METRIC))
+    custom = sum(len(tag_sets) for tag_sets in sent.values())
+    # The tags that multiply them: state on gunicorn.workers, role, listener and worker_class on the others.
+    assert {tag.split(':')[0] for tags in sent.values() for tag_set in tags for tag in tag_set} <= {
+        'app',
+        'role',
+        'listener',
+        'worker_class',
+    }
+    assert (standard, custom) == readme_table()[worker_class], (worker_class, standard, custom, sorted(sent))
+
+
+def test_what_datadogs_check_sends_and_nothing_else_is_read(
+    gunicorn, make_check, aggregator, dd_run_check, monkeypatch
+):
+    server = gunicorn(workers=2)
+    reads = []
+    monkeypatch.setattr(
+        control_socket_client.ControlSocketClient, '_connect', lambda self, *a: reads.append('control socket')
+    )
+    monkeypatch.setattr(SocketTables, 'queues', lambda self, *a: reads.append('socket tables'))
+    monkeypatch.setattr(ProcFS, 'read_pss', lambda self, pid: reads.append('pss'))
+    check = make_check(instance_for(server, metric_patterns=DATADOG_CHECK_ONLY))
+    sent = second_run(check, aggregator, dd_run_check)
+    assert set(sent) == {'gunicorn.workers'} and len(sent['gunicorn.workers']) == 2
+    assert reads == []
+    aggregator.assert_service_check('gunicorn.is_running', check.OK)
+
+
+def test_what_the_monitors_need(gunicorn, make_check, aggregator, dd_run_check):
+    server = gunicorn(workers=2)
+    check = make_check(instance_for(server, metric_patterns=MONITORS_NEED))
+    wait_for(lambda: 'gunicorn.workers.near_timeout' in second_run(check, aggregator, dd_run_check), 20, 'heartbeats')
+    sent = second_run(check, aggregator, dd_run_check)
+    assert set(sent) == {'gunicorn.workers', 'gunicorn.workers.near_timeout', 'gunicorn.memory.rss.max'}
+    # The socket tables feed none of them: not read, so gunicorn.workers is the CPU window's split.
+    assert check._saturation == {}

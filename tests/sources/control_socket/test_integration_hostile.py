@@ -23,27 +23,11 @@ import pytest
 from datadog_checks.base import AgentCheck
 from datadog_checks.gunicorn.sources.control_socket.replies import PID_MAX, SECONDS_MAX
 
-from ...common import run_once
+from ...common import control_figures, run_once
 from ...gunicorn_env import APPS, gunicorn_venv
 
 pytestmark = pytest.mark.integration
 
-# Every figure the control socket feeds (metadata.csv); the process table feeds the others.
-CONTROL_SOCKET_METRICS = (
-    'gunicorn.workers.target',
-    'gunicorn.workers.spawned',
-    'gunicorn.workers.killed',
-    'gunicorn.reloads',
-    'gunicorn.worker.timeout',
-    'gunicorn.worker.threads',
-    'gunicorn.worker.max_requests',
-    'gunicorn.worker.heartbeat_age.max',
-    'gunicorn.worker.heartbeat_age.avg',
-    'gunicorn.workers.near_timeout',
-    'gunicorn.dirty_arbiter.up',
-    'gunicorn.dirty_worker.heartbeat_age.max',
-    'gunicorn.dirty_worker.heartbeat_age.avg',
-)
 # The bound each figure must stay within, whatever the peer said.
 BOUNDS = {
     'gunicorn.workers.target': (0, PID_MAX),
@@ -120,10 +104,6 @@ def fake_master(directory, shape: str, where: str):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
         proc.stdout.close()
-
-
-def control_figures(aggregator) -> dict[str, list[float]]:
-    return {name: [m.value for m in aggregator.metrics(name)] for name in CONTROL_SOCKET_METRICS}
 
 
 @pytest.mark.parametrize('where', ['stats', 'rest'])

@@ -106,6 +106,12 @@ def huge_int(request_id, data):
     return ok(request_id, _each_number(data, lambda key, value: HUGE))
 
 
+def long_int(request_id, data):
+    # Past Python's 4,300-digit limit for int(str): json.loads raises a plain ValueError, not a JSONDecodeError.
+    pid = b',"pid":%d' % data['pid'] if 'uptime' in data else b''
+    return frame(b'{"id":%d,"status":"ok","data":{"workers_target":%s%s}}' % (request_id, b'9' * 5000, pid))
+
+
 def not_a_number(request_id, data):
     # Python's json writes NaN, Infinity and -Infinity, which its reader (and so the check's) accepts.
     values = iter([float('nan'), float('inf'), float('-inf')] * 1000)
@@ -148,6 +154,7 @@ def closes_mid_frame(request_id, data):
 SHAPES = {
     'nested': nested,
     'huge_int': huge_int,
+    'long_int': long_int,
     'nan': not_a_number,
     'strings': strings,
     'data_list': data_list,

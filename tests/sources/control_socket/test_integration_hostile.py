@@ -40,6 +40,7 @@ BOUNDS = {
 SHAPES = (
     'nested',  # JSON nested 100,000 deep
     'huge_int',  # 400-digit integers for every count, age and worker pid
+    'long_int',  # a 5,000-digit integer: more than Python's json reader converts
     'nan',  # NaN, Infinity and -Infinity for uptime, heartbeats and timeouts
     'strings',  # every number sent as a string
     'data_list',  # `data` is a list
@@ -58,6 +59,7 @@ HEARTBEAT = 0.25  # what the fake master's workers report when nothing is wrong 
 EXPECTED = {
     ('nested', 'stats'): (None, None, 1),
     ('huge_int', 'stats'): (None, HEARTBEAT, 0),
+    ('long_int', 'stats'): (None, None, 1),
     ('nan', 'stats'): (2, HEARTBEAT, 0),
     ('strings', 'stats'): (None, HEARTBEAT, 0),
     ('data_list', 'stats'): (None, None, 1),
@@ -69,6 +71,7 @@ EXPECTED = {
     ('mid_frame_reset', 'stats'): (None, None, 1),
     ('nested', 'rest'): (2, None, 0),
     ('huge_int', 'rest'): (2, None, 0),
+    ('long_int', 'rest'): (2, None, 0),
     ('nan', 'rest'): (2, None, 0),
     ('strings', 'rest'): (2, None, 0),
     ('data_list', 'rest'): (None, None, 1),

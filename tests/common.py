@@ -90,3 +90,26 @@ def instance_for(server, **extra) -> dict:
 def cpu_ns(pid: int) -> int:
     with open('/proc/%d/schedstat' % pid) as f:
         return int(f.read().split()[0])
+
+
+# Every figure a master's control socket feeds (metadata.csv); the process table feeds the others.
+CONTROL_SOCKET_METRICS = (
+    'gunicorn.workers.target',
+    'gunicorn.workers.spawned',
+    'gunicorn.workers.killed',
+    'gunicorn.reloads',
+    'gunicorn.worker.timeout',
+    'gunicorn.worker.threads',
+    'gunicorn.worker.max_requests',
+    'gunicorn.worker.heartbeat_age.max',
+    'gunicorn.worker.heartbeat_age.avg',
+    'gunicorn.workers.near_timeout',
+    'gunicorn.dirty_arbiter.up',
+    'gunicorn.dirty_worker.heartbeat_age.max',
+    'gunicorn.dirty_worker.heartbeat_age.avg',
+)
+
+
+def control_figures(aggregator: AggregatorStub) -> dict[str, list[float]]:
+    """The values of every control-socket figure the last runs sent, by metric name (empty lists included)."""
+    return {name: [m.value for m in aggregator.metrics(name)] for name in CONTROL_SOCKET_METRICS}

@@ -271,12 +271,6 @@ def test_without_privileges_the_check_skips_the_socket_quietly(elsewhere_home):
 
 
 @ROOT_ONLY
-@pytest.mark.xfail(
-    strict=True,
-    reason='locate.Unverified prefers guesses from the passwd entry (own=True) over the listener the master really '
-    'has (own=False without fd access): diagnose names a guess (called "present" when its directory cannot be '
-    'searched, "absent" otherwise) and never the socket the master listens on',
-)
 @pytest.mark.parametrize('passwd_home', ['/root (0700)', 'a traversable home'])
 def test_without_privileges_diagnose_says_the_masters_socket_is_refused_not_absent(passwd_home, elsewhere_home):
     server, expected = elsewhere_home
@@ -285,7 +279,9 @@ def test_without_privileges_diagnose_says_the_masters_socket_is_refused_not_abse
         if passwd_home == 'a traversable home':  # what a service user's home usually is: root's passwd entry says so
             home = stack.enter_context(reachable_dir(mode=0o755))
         line = control_socket_line(diagnose_as_nobody(server.name, passwd_home=home), server.master_pid)
-    assert line.startswith('control socket: present, refused to this user by permission: '), line
+    assert line.startswith(
+        'control socket: present (listening in its network namespace), refused to this user by permission: '
+    ), line
     assert expected in line, line
 
 
@@ -296,15 +292,7 @@ def test_without_privileges_diagnose_says_the_masters_socket_is_refused_not_abse
     'socket_name',
     [
         'gunicorn.ctl',
-        pytest.param(
-            'app.ctl',
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason='locate._listening keeps only listeners named gunicorn.ctl, so _Verifier._listener_lives never '
-                'sees the master still listening on a configured path of another name: the USR2 gap is told as '
-                '"no control socket at PATH" (SocketMissing), not ListenerWithoutFile',
-            ),
-        ),
+        'app.ctl',
     ],
 )
 def test_a_usr2_upgrade_on_a_configured_socket(socket_name, gunicorn, tmp_path, make_check, aggregator, dd_run_check):

@@ -22,10 +22,16 @@ from .gunicorn_env import REPO
 
 pytestmark = pytest.mark.integration
 
-WORKER_CLASSES = {
-    'sync': {},
-    'gthread': {'args': ['--threads', '4']},
-    'asgi': {'args': ['-k', 'asgi'], 'app': 'asgi_app:app'},
+# The README's rows: how the app runs, and the last metric to appear once it is up (the control socket comes a
+# moment after the workers, the dirty workers' heartbeats after them).
+APPS = {
+    'sync': ({}, 'workers.target'),
+    'gthread, 4 threads': ({'args': ['--threads', '4']}, 'workers.target'),
+    'asgi': ({'args': ['-k', 'asgi'], 'app': 'asgi_app:app'}, 'workers.target'),
+    'sync + 2 dirty workers': (
+        {'args': ['--dirty-app', 'dirty:Tasks', '--dirty-workers', '2']},
+        'dirty_worker.heartbeat_age.max',
+    ),
 }
 # Exactly what Datadog's own check sends, and what the recommended monitors need (README "Custom metrics").
 DATADOG_CHECK_ONLY = {'include': [r'^gunicorn\.workers$']}
@@ -52,30 +58,41 @@ def second_run(check, aggregator, dd_run_check) -> dict[str, set[tuple[str, ...]
 
 
 def readme_table() -> dict[str, tuple[int, int]]:
-    """The README's `| worker class | ... |` rows of series per app: {class: (standard, custom)}."""
+    """The README's rows of series per app, `| app | standard | custom |`: {app: (standard, custom)}."""
     text = (REPO / 'README.md').read_text(encoding='utf-8')
-    rows = re.findall(r'^\| `?(sync|gthread|asgi)`?[^|]*\| (\d+) \| (\d+) \|', text, re.M)
-    return {name: (int(standard), int(custom)) for name, standard, custom in rows}
+    rows = re.findall(r'^\| ([^|]+?) \| (\d+) \| (\d+) \|$', text, re.M)
+    table = {name.replace('`', ''): (int(standard), int(custom)) for name, standard, custom in rows}
+    return {name: counts for name, counts in table.items() if name in APPS}
 
 
-@pytest.mark.parametrize('worker_class', sorted(WORKER_CLASSES))
-def test_series_per_app_in_the_default_configuration(worker_class, gunicorn, make_check, aggregator, dd_run_check):
-    server = gunicorn(workers=3, **WORKER_CLASSES[worker_class])
+@pytest.mark.parametrize('app', sorted(APPS))
+def test_series_per_app_in_the_default_configuration(app, gunicorn, make_check, aggregator, dd_run_check):
+    how, last = APPS[app]
+    server = gunicorn(workers=3, **how)
     check = make_check(instance_for(server, tags=[]))
-    # The control socket comes a moment after the workers: wait until its figures are there.
-    wait_for(lambda: 'gunicorn.workers.target' in second_run(check, aggregator, dd_run_check), 20, 'control socket')
+    wait_for(lambda: 'gunicorn.' + last in second_run(check, aggregator, dd_run_check), 20, last)
     sent = second_run(check, aggregator, dd_run_check)
     assert set(sent) <= {'gunicorn.' + name for name in CHECK_METRICS}
     standard = len(sent.pop('gunicorn.' + WORKERS_METRIC))
     custom = sum(len(tag_sets) for tag_sets in sent.values())
-    # The tags that multiply them: state on gunicorn.workers, role, listener and worker_class on the others.
+    if 'gunicorn.memory.pss' not in sent:
+        # The README counts PSS, read by an Agent with root or CAP_SYS_PTRACE: one series per role for each of two.
+        custom += 2 * len(sent['gunicorn.memory.rss'])
+    # The tags that multiply them: state on gunicorn.workers, role and listener on the others (an app has one
+    # worker class).
     assert {tag.split(':')[0] for tags in sent.values() for tag_set in tags for tag in tag_set} <= {
         'app',
         'role',
         'listener',
         'worker_class',
     }
-    assert (standard, custom) == readme_table()[worker_class], (worker_class, standard, custom, sorted(sent))
+    per_metric = ' '.join('%s=%d' % (name, len(tags)) for name, tags in sorted(sent.items()))
+    assert (standard, custom) == readme_table().get(app), '%s: %d standard, %d custom: %s' % (
+        app,
+        standard,
+        custom,
+        per_metric,
+    )
 
 
 def test_what_datadogs_check_sends_and_nothing_else_is_read(

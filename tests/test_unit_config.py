@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import socket
+import types
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,24 @@ def test_pid_file_is_for_trusted_providers_only():
     from datadog_checks.gunicorn.config_models.instance import SECURE_FIELD_NAMES
 
     assert 'pid_file' in SECURE_FIELD_NAMES
+
+
+def test_a_base_package_too_old_for_the_models_is_named_not_crashed_into(monkeypatch):
+    from datadog_checks.gunicorn import configuration
+
+    # What datadog-checks-base 37.32.0 and older offer: validation helpers without `security`.
+    monkeypatch.setattr(configuration, 'validation', types.SimpleNamespace(core=None, utils=None))
+    error = GunicornCheck('gunicorn', {}, [{'proc_name': 'web', 'pid_file': '/run/web.pid'}]).run()
+    assert 'datadog-checks-base 37.33.0 or later' in error and 'AttributeError' not in error
+
+
+def test_the_minimum_base_is_the_one_the_package_requires():
+    import tomllib
+
+    from datadog_checks.gunicorn.configuration import MINIMUM_BASE
+
+    project = tomllib.loads((ROOT / 'pyproject.toml').read_text(encoding='utf-8'))['project']
+    assert project['dependencies'] == ['datadog-checks-base>=%s' % MINIMUM_BASE]
 
 
 def test_bind_addresses_are_taken_as_gunicorn_writes_them():

@@ -11,7 +11,7 @@ from .collectors.resources import ResourceTracker, Usage
 from .collectors.saturation import SaturationCollector, SaturationReport, control_socket_hints
 from .collectors.working import WorkerCounts
 from .config_models import ConfigMixin
-from .configuration import Reads, procfs_root
+from .configuration import Reads, procfs_root, require_trusted_provider_support
 from .messages import bounded, control_socket_problem, explain_missing, no_workers_message, titles_missing_message
 from .sources.control_socket.client import ControlSocketError
 from .sources.control_socket.monitor import ControlSocketMonitor, Health
@@ -29,6 +29,8 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         self._version_for: ProcessKey | None = None
         self._untitled_reported = False
         self._last_app: str | None = None  # with only a pid file, the name the master was last seen with
+        # Before the models load: on a base too old for them, say so rather than fail inside them.
+        self.check_initializations.appendleft(require_trusted_provider_support)
         self.check_initializations.append(self._configure)
 
     def _configure(self) -> None:

@@ -33,10 +33,15 @@ APPS = {
         'dirty_worker.heartbeat_age.max',
     ),
 }
-# Exactly what Datadog's own check sends, and what the recommended monitors need (README "Custom metrics").
-DATADOG_CHECK_ONLY = {'include': [r'^gunicorn\.workers$']}
-MONITORS_NEED = {
-    'include': [r'^gunicorn\.workers$', r'^gunicorn\.workers\.near_timeout$', r'^gunicorn\.memory\.rss\.max$']
+# The README's `metric_patterns` examples: exactly what Datadog's own check sends, and what the recommended monitors
+# need from the check.
+DATADOG_CHECK_ONLY = "(a) Datadog's check only"
+MONITORS_NEED = '(b) what the monitors need'
+SELECTIONS = {
+    DATADOG_CHECK_ONLY: {'include': [r'^gunicorn\.workers$']},
+    MONITORS_NEED: {
+        'include': [r'^gunicorn\.workers$', r'^gunicorn\.workers\.near_timeout$', r'^gunicorn\.memory\.rss\.max$']
+    },
 }
 
 
@@ -62,7 +67,14 @@ def readme_table() -> dict[str, tuple[int, int]]:
     text = (REPO / 'README.md').read_text(encoding='utf-8')
     rows = re.findall(r'^\| ([^|]+?) \| (\d+) \| (\d+) \|$', text, re.M)
     table = {name.replace('`', ''): (int(standard), int(custom)) for name, standard, custom in rows}
-    return {name: counts for name, counts in table.items() if name in APPS}
+    return {name: counts for name, counts in table.items() if name in APPS or name in SELECTIONS}
+
+
+def counted(sent: dict[str, set[tuple[str, ...]]]) -> tuple[int, int, str]:
+    """Series of Datadog's standard gunicorn.workers, custom series (every other one), and a per-metric breakdown."""
+    standard = len(sent.get('gunicorn.' + WORKERS_METRIC, ()))
+    custom = sum(len(tag_sets) for name, tag_sets in sent.items() if name != 'gunicorn.' + WORKERS_METRIC)
+    return standard, custom, ' '.join('%s=%d' % (name, len(tags)) for name, tags in sorted(sent.items()))
 
 
 @pytest.mark.parametrize('app', sorted(APPS))
@@ -73,8 +85,7 @@ def test_series_per_app_in_the_default_configuration(app, gunicorn, make_check, 
     wait_for(lambda: 'gunicorn.' + last in second_run(check, aggregator, dd_run_check), 20, last)
     sent = second_run(check, aggregator, dd_run_check)
     assert set(sent) <= {'gunicorn.' + name for name in CHECK_METRICS}
-    standard = len(sent.pop('gunicorn.' + WORKERS_METRIC))
-    custom = sum(len(tag_sets) for tag_sets in sent.values())
+    standard, custom, per_metric = counted(sent)
     if 'gunicorn.memory.pss' not in sent:
         # The README counts PSS, read by an Agent with root or CAP_SYS_PTRACE: one series per role for each of two.
         custom += 2 * len(sent['gunicorn.memory.rss'])
@@ -82,11 +93,11 @@ def test_series_per_app_in_the_default_configuration(app, gunicorn, make_check, 
     # worker class).
     assert {tag.split(':')[0] for tags in sent.values() for tag_set in tags for tag in tag_set} <= {
         'app',
+        'state',
         'role',
         'listener',
         'worker_class',
     }
-    per_metric = ' '.join('%s=%d' % (name, len(tags)) for name, tags in sorted(sent.items()))
     assert (standard, custom) == readme_table().get(app), '%s: %d standard, %d custom: %s' % (
         app,
         standard,
@@ -105,18 +116,21 @@ def test_what_datadogs_check_sends_and_nothing_else_is_read(
     )
     monkeypatch.setattr(SocketTables, 'queues', lambda self, *a: reads.append('socket tables'))
     monkeypatch.setattr(ProcFS, 'read_pss', lambda self, pid: reads.append('pss'))
-    check = make_check(instance_for(server, metric_patterns=DATADOG_CHECK_ONLY))
+    check = make_check(instance_for(server, tags=[], metric_patterns=SELECTIONS[DATADOG_CHECK_ONLY]))
     sent = second_run(check, aggregator, dd_run_check)
-    assert set(sent) == {'gunicorn.workers'} and len(sent['gunicorn.workers']) == 2
+    assert set(sent) == {'gunicorn.workers'}
+    assert counted(sent)[:2] == readme_table().get(DATADOG_CHECK_ONLY)
     assert reads == []
     aggregator.assert_service_check('gunicorn.is_running', check.OK)
 
 
 def test_what_the_monitors_need(gunicorn, make_check, aggregator, dd_run_check):
     server = gunicorn(workers=2)
-    check = make_check(instance_for(server, metric_patterns=MONITORS_NEED))
+    check = make_check(instance_for(server, tags=[], metric_patterns=SELECTIONS[MONITORS_NEED]))
     wait_for(lambda: 'gunicorn.workers.near_timeout' in second_run(check, aggregator, dd_run_check), 20, 'heartbeats')
     sent = second_run(check, aggregator, dd_run_check)
     assert set(sent) == {'gunicorn.workers', 'gunicorn.workers.near_timeout', 'gunicorn.memory.rss.max'}
+    standard, custom, per_metric = counted(sent)
+    assert (standard, custom) == readme_table().get(MONITORS_NEED), per_metric
     # The socket tables feed none of them: not read, so gunicorn.workers is the CPU window's split.
     assert check._saturation == {}

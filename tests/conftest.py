@@ -14,12 +14,30 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
+    _check_integration_markers(items)
     if config.getoption('--soak'):
         return
     skip = pytest.mark.skip(reason='the chaos soak runs with --soak (tox -e bench)')
     for item in items:
         if 'soak' in item.keywords:
             item.add_marker(skip)
+
+
+def _check_integration_markers(items) -> None:
+    """`-m "not integration"` selects the unit tests only if the file name and the marker always agree."""
+    wrong = sorted(
+        {
+            item.path.name
+            for item in items
+            if item.path.name.startswith(('test_unit_', 'test_integration_'))
+            and item.path.name.startswith('test_integration_') != (item.get_closest_marker('integration') is not None)
+        }
+    )
+    if wrong:
+        raise pytest.UsageError(
+            'test_integration_* files must be marked `pytestmark = pytest.mark.integration`, and test_unit_* files '
+            'must not be: %s' % ', '.join(wrong)
+        )
 
 
 @pytest.fixture

@@ -38,6 +38,14 @@ NEWEST = GUNICORN_VERSIONS[-1]
 _started_groups: set[int] = set()
 
 
+def _refuse_in_unit_tests() -> None:
+    # `-m "not integration"` must stay quick and need no Gunicorn: a test that starts one belongs in a
+    # test_integration_* file. pytest names the running test in this variable (its nodeid, file first).
+    current = os.environ.get('PYTEST_CURRENT_TEST', '')
+    if Path(current.split('::')[0]).name.startswith('test_unit_'):
+        raise RuntimeError('%s starts a real Gunicorn: move it to a test_integration_* file' % current.split(' ')[0])
+
+
 def _base_python() -> str:
     # Build the application's virtualenv from the interpreter under the test virtualenv, not from the test
     # virtualenv itself: the application must not see the check's packages.
@@ -138,6 +146,7 @@ class Gunicorn:
         return cmd + self.args + [self.app]
 
     def start(self, wait: bool = True) -> Gunicorn:
+        _refuse_in_unit_tests()
         self.tmp_path.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env.pop('PYTHONPATH', None)

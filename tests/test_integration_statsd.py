@@ -22,6 +22,8 @@ import pytest
 from .common import wait_for
 from .gunicorn_env import GUNICORN_VERSIONS, REPO, running
 
+pytestmark = pytest.mark.integration
+
 # name:value|type[|@rate][|#tag,tag] - the DogStatsD datagram format Gunicorn writes, one metric per datagram.
 DATAGRAM = re.compile(
     r'(?P<name>[\w.]+):(?P<value>-?\d+(?:\.\d+)?)\|(?P<type>c|g|ms|h)(?:\|@(?P<rate>[\d.]+))?'

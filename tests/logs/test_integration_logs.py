@@ -68,7 +68,7 @@ EXPECTED_EVENTS = (
     ('Worker graceful timeout (pid:', 'worker_graceful_timeout'),
 )
 
-pytestmark = pytest.mark.parametrize('version', GUNICORN_VERSIONS)
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize('version', GUNICORN_VERSIONS)]
 
 
 @pytest.fixture(scope='module')

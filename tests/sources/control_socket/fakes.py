@@ -26,9 +26,11 @@ from datadog_checks.gunicorn.sources.control_socket.replies import (
 
 E = TypeVar('E', bound=ControlSocketError)
 
-TIMEOUT = 0.3
-# Far above TIMEOUT so a loaded CI machine never fails these, far below anything that would mean "no deadline".
-MARGIN = 2.0
+# Long enough that a loaded machine never runs out of it where a test expects an answer or a close.
+TIMEOUT = 1.0
+# Far above TIMEOUT so a loaded CI machine never fails these, and below the 10 s the fake servers hold a connection
+# at most: only a client without a deadline could take that long.
+MARGIN = 5.0
 
 # A `show stats` reply as Gunicorn 27.0.1 sends it (captured from a real master, pids changed).
 STATS = {

@@ -39,6 +39,8 @@ from ...common import wait_for
 from ...gunicorn_env import Gunicorn, running
 from .fakes import query_as_nobody, show
 
+pytestmark = pytest.mark.integration
+
 T = TypeVar('T')
 
 # Generous next to the milliseconds a live master takes, so a loaded machine does not fail the tests.

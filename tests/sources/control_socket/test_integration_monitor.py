@@ -118,7 +118,8 @@ def test_a_stuck_sync_worker_is_near_timeout_before_gunicorn_kills_it(
         return value(aggregator, 'gunicorn.workers.near_timeout') == 1
 
     wait_for(near, 10, 'the worker to be reported near its timeout')
-    assert 2 <= ages[-1] < 4.5, ages
+    # At most the 4 s timeout plus Gunicorn's one-second arbiter loop; 10 s leaves room for a loaded machine.
+    assert 2 <= ages[-1] < 10, ages
     assert worker in server.worker_pids() or ages[-1] >= 2  # reported while it was still there to be killed
     wait_for(lambda: worker not in server.worker_pids(), 15, 'Gunicorn to kill the stuck worker')
     request.join(10)

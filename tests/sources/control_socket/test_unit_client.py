@@ -226,9 +226,9 @@ def test_huge_length_prefix_is_refused_before_reading(serve):
     server = serve(huge)
     with timed() as elapsed:
         message = str_fails(
-            ProtocolError, server.path, lambda: show(ControlSocketClient(server.path, 5.0), 'stats'), 'max_frame_bytes'
+            ProtocolError, server.path, lambda: show(ControlSocketClient(server.path, 30.0), 'stats'), 'max_frame_bytes'
         )
-    assert elapsed[0] < 1.0
+    assert elapsed[0] < MARGIN  # refused at once: reading the body would have waited until the server lets go (10 s)
     assert str(2**31) in message
 
 
@@ -594,12 +594,12 @@ def test_a_bad_second_reply_is_mapped_and_leaves_the_first(serve, second, error,
             srv.release.wait(10)
 
     server = serve(good_then_bad)
-    client = ControlSocketClient(server.path, 5.0)
+    client = ControlSocketClient(server.path, 30.0)
     replies = client.query_many(('show stats', 'show workers'))
     assert next(replies) == STATS
     with timed() as elapsed:
         assert fragment in str_fails(error, server.path, lambda: next(replies))
-    assert elapsed[0] < 1.0  # refused or noticed at once, not waited for until the 5 s deadline
+    assert elapsed[0] < MARGIN  # refused or noticed at once, not waited for until the server lets go (10 s)
     assert client._sock is None
 
 

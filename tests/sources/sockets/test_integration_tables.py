@@ -32,6 +32,8 @@ from ...common import wait_for
 from ...gunicorn_env import running
 from ...load import idle_clients, release, somaxconn, unix_hold, unix_request
 
+pytestmark = pytest.mark.integration
+
 HOLD_S = 4
 GUNICORN_BACKLOG = 2048  # Gunicorn's `backlog` default
 LOG = logging.getLogger(__name__)

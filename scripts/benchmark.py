@@ -18,6 +18,11 @@ cold CPU caches (back-to-back runs would measure a warm interpreter and under-re
   full floor    listing /proc and one raw read of /proc/PID/stat for every process on the host: what a first run,
                 which has to find the master, cannot do much better than.
 
+At W=16 it also measures, in the same cells, the steady-state CPU of selection (a) of issue 12: `metric_patterns`
+including `gunicorn.workers` alone, what Datadog's own gunicorn check sends, which skips the control socket, the
+socket tables, PSS and the per-role resource reads; it is printed beside the default configuration's and written to
+--json as `workers_only_cpu`.
+
 Then it runs one check many times with a tiny sample window and reports the process's memory (RSS, tracemalloc)
 before and after. Figures are printed, never asserted (the machine is shared and they are noisy); the command fails
 only on errors: a run that raises or returns an error, a wrong worker count, a server that does not start.
@@ -72,6 +77,12 @@ WINDOW_SECONDS = 0.1
 # runs back to back would measure a warm interpreter. Measured here: 0.5 s of idle costs a run as much as 15 s does
 # to within noise, and 0.25 s most of it.
 GAP_SECONDS = 0.25
+# Selection (a) of issue 12: `gunicorn.workers` alone, the one metric Datadog's own gunicorn check sends. The check then
+# reads neither the control socket, the socket tables, PSS nor the per-role resources (`Reads.of`).
+WORKERS_ONLY = {'include': [r'^gunicorn\.workers$']}
+# Selection (a) is measured at the issue's target size only, on every second steady run: a few seconds more of CI
+# (each measured run costs a gap and a window), where every cell and every run would add about a third.
+SELECTION_WORKERS = 16
 # Small enough that 10,000 runs take seconds, for the memory test.
 MEMORY_WINDOW_SECONDS = 0.001
 MEMORY_WORKERS = 16
@@ -282,7 +293,7 @@ def cpu_and_wall(fn: Callable[[], object]) -> tuple[float, float, object]:
 # The check
 
 
-def new_check(server: Gunicorn, window: float) -> GunicornCheck:
+def new_check(server: Gunicorn, window: float, metric_patterns: dict | None = None) -> GunicornCheck:
     instance = {
         'proc_name': server.name,
         'cpu_sample_interval': window,
@@ -290,6 +301,8 @@ def new_check(server: Gunicorn, window: float) -> GunicornCheck:
         'tags': ['bench:true'],
         'control_socket': server.control_socket,
     }
+    if metric_patterns:
+        instance['metric_patterns'] = metric_patterns
     check = GunicornCheck('gunicorn', {}, [instance])
     check.check_id = 'gunicorn:bench'
     return check
@@ -305,6 +318,16 @@ def run_check(check: GunicornCheck, workers: int) -> tuple[float, float]:
     if seen != workers:
         raise BenchError('the check saw %s workers where %d run' % (seen, workers))
     return cpu, wall
+
+
+def run_workers_only(check: GunicornCheck, workers: int) -> float:
+    """One run of selection (a): its CPU seconds. Any other metric means the selection was not applied: an error, as
+    the figure would then measure the default configuration under another name."""
+    cpu, _ = run_check(check, workers)
+    sent = set(aggregator.metric_names)
+    if sent != {'gunicorn.workers'}:
+        raise BenchError('the workers-only selection sent %s' % ', '.join(sorted(sent)))
+    return cpu
 
 
 def fresh_discovery(server: Gunicorn) -> Discovery:
@@ -351,6 +374,7 @@ class Cell:
     discovery_cpu: Series = field(default_factory=Series)
     discovery_wall: Series = field(default_factory=Series)
     full_floor: Series = field(default_factory=Series)
+    workers_only_cpu: Series = field(default_factory=Series)  # selection (a), at SELECTION_WORKERS only
 
 
 def measure(server: Gunicorn, procs: int, runs: int, first_runs: int, window: float, gap: float) -> Cell:
@@ -372,11 +396,18 @@ def measure(server: Gunicorn, procs: int, runs: int, first_runs: int, window: fl
         cell.full_floor.add(cpu_and_wall(full_table_read)[0])
 
     check = new_check(server, window)
+    selection = new_check(server, window, WORKERS_ONLY) if workers == SELECTION_WORKERS else None
     for _ in range(3):  # the first run and the caches it fills are measured above
         run_check(check, workers)
+        if selection:
+            run_workers_only(selection, workers)
     reads = ReadsFloor(server, window)
     try:
-        for _ in range(runs):
+        for i in range(runs):
+            if selection and i % 2 == 0:
+                # Before the default run, so that the submissions counted after the loop are the default's.
+                time.sleep(gap)
+                cell.workers_only_cpu.add(run_workers_only(selection, workers))
             # The Agent runs a check every 15 s: each run starts with the caches another program left behind.
             time.sleep(gap)
             cpu, wall = run_check(check, workers)
@@ -584,10 +615,16 @@ def main(argv: list[str] | None = None) -> int:
                     idle.resize(procs)
                     cell = measure(server, procs, plan['runs'], plan['first_runs'], args.window, args.gap)
                     cells.append(cell)
-                    progress(
-                        '  W=%d P=%d: steady CPU %s ms, reads floor %.3f ms, first-run discovery %.1f ms'
-                        % (workers, procs, cell.steady_cpu.text(), cell.reads_floor.p50, cell.discovery_cpu.p50)
+                    text = '  W=%d P=%d: steady CPU %s ms, reads floor %.3f ms, first-run discovery %.1f ms' % (
+                        workers,
+                        procs,
+                        cell.steady_cpu.text(),
+                        cell.reads_floor.p50,
+                        cell.discovery_cpu.p50,
                     )
+                    if cell.workers_only_cpu.values:
+                        text += ', workers only %.3f ms' % cell.workers_only_cpu.p50
+                    progress(text)
                 if workers in (MEMORY_WORKERS, max(plan['workers'])):
                     shares[workers] = breakdown(server)
                 if plan['memory_runs'] and (memory is None and workers >= MEMORY_WORKERS):
@@ -601,6 +638,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps(
                 {
                     'window': args.window,
+                    'workers_only_patterns': WORKERS_ONLY,
                     'cells': [
                         {
                             k: (v.values if isinstance(v, Series) else v)
@@ -656,6 +694,7 @@ def report(
                 c.submissions,
             )
         )
+    report_selection(cells)
     print('\nFirst run of a fresh check (ms; median [p10-p90]); discovery = a fresh Discovery.trees() alone')
     print(
         '%4s %5s %6s | %-24s %-24s | %-24s %-8s %-8s %-6s'
@@ -700,6 +739,28 @@ def report(
         for line in memory.top:
             print('    grew: %s' % line)
     targets(cells, memory, window)
+
+
+def report_selection(cells: list[Cell]) -> None:
+    """Selection (a)'s steady CPU beside the default's, in the cells that measured it."""
+    measured = [c for c in cells if c.workers_only_cpu.values]
+    if not measured:
+        return
+    print(
+        "\nSelection (a), metric_patterns include %s (what Datadog's own check sends), steady CPU (ms; median "
+        "[p10-p90]) on every second steady run, beside the default configuration's:" % WORKERS_ONLY['include']
+    )
+    for c in measured:
+        print(
+            '  W=%d P=%d: workers only %s ms CPU, %.2fx the default (%.3f ms)'
+            % (
+                c.workers,
+                c.procs,
+                c.workers_only_cpu.text(),
+                c.workers_only_cpu.p50 / c.steady_cpu.p50,
+                c.steady_cpu.p50,
+            )
+        )
 
 
 def targets(cells: list[Cell], memory: Memory | None, window: float) -> None:

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import psutil
@@ -29,7 +29,15 @@ from .common import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / 'apps'
-CACHE = Path(os.environ.get('GUNICORN_TEST_CACHE', REPO / '.cache'))
+
+
+def cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """GUNICORN_TEST_CACHE (default `<repo>/.cache`), made absolute against the directory it is read in: each server
+    starts in its own directory (`cwd=tmp_path`), where a relative path to its virtualenv names nothing."""
+    return Path(environ.get('GUNICORN_TEST_CACHE', REPO / '.cache')).absolute()
+
+
+CACHE = cache_dir()
 
 # The oldest release users still run, the last before the control socket, and the newest.
 GUNICORN_VERSIONS = ('20.1.0', '23.0.0', '27.0.1')

@@ -15,7 +15,7 @@ import yaml
 from datadog_checks.gunicorn.cli.diagnose import diagnose, render
 from datadog_checks.gunicorn.sources.procfs import ProcFS
 
-from ..common import wait_for
+from ..common import as_nobody, wait_for
 from ..gunicorn_env import REPO
 
 pytestmark = pytest.mark.integration
@@ -155,31 +155,7 @@ def test_what_an_unprivileged_user_may_read(gunicorn):
     server = gunicorn(workers=1, name=unique('diag-unpriv'))
     # Once as root first: every lazy import is done before the child, as `nobody`, could no longer read them.
     assert '/proc/PID/fd: yes' in render(diagnose(ProcFS('/proc'), server.name))
-    read, write = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the child
-        try:
-            os.close(read)
-            # Become `nobody` (all capabilities are dropped with uid 0), then look as the Agent user would.
-            os.setgroups([])
-            os.setresgid(65534, 65534, 65534)
-            os.setresuid(65534, 65534, 65534)
-            text = render(diagnose(ProcFS('/proc'), server.name))
-        except BaseException:
-            import traceback
-
-            text = traceback.format_exc()
-        try:
-            os.write(write, text.encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    chunks = []
-    while chunk := os.read(read, 65536):
-        chunks.append(chunk)
-    os.close(read)
-    os.waitpid(child, 0)
-    out = b''.join(chunks).decode()
+    out = as_nobody(lambda: render(diagnose(ProcFS('/proc'), server.name)))
     assert 'Seen as: nobody (uid 65534); CAP_SYS_PTRACE: no' in out
     assert 'workers: 1' in out  # discovery itself needs no privilege
     assert '/proc/PID/stat, schedstat, task/*/children: yes' in out

@@ -10,6 +10,7 @@ import pytest
 
 from datadog_checks.dev.utils import get_metadata_metrics
 
+from ..common import CONTROL_SOCKET_METRICS as ALL_CONTROL_SOCKET_METRICS
 from ..common import cpu_ns, instance_for, run_as_nobody, run_once, wait_for
 
 pytestmark = pytest.mark.integration
@@ -17,18 +18,8 @@ pytestmark = pytest.mark.integration
 
 # What a run sends for an app with a master and sync workers, as root (listeners found from the processes' sockets),
 # once a previous run gave a baseline.
-CONTROL_SOCKET_METRICS = [
-    'gunicorn.workers.target',
-    'gunicorn.workers.spawned',
-    'gunicorn.workers.killed',
-    'gunicorn.reloads',
-    'gunicorn.worker.timeout',
-    'gunicorn.worker.threads',
-    'gunicorn.worker.max_requests',
-    'gunicorn.worker.heartbeat_age.max',
-    'gunicorn.worker.heartbeat_age.avg',
-    'gunicorn.workers.near_timeout',
-]
+# The control socket's figures but the dirty workers': these apps run none.
+CONTROL_SOCKET_METRICS = [name for name in ALL_CONTROL_SOCKET_METRICS if '.dirty_' not in name]
 EVERY_RUN_METRICS = [
     'gunicorn.workers',
     'gunicorn.masters',

@@ -31,6 +31,7 @@ from datadog_checks.gunicorn.sources.procfs import ProcFS
 from ...common import (
     CONTROL_SOCKET_METRICS,
     NOBODY,
+    as_nobody,
     control_figures,
     instance_for,
     run_as_nobody,
@@ -120,35 +121,16 @@ class Planted:
 def diagnose_as_nobody(proc_name: str, control_socket: str | None = None, passwd_home: str | None = None) -> str:
     """diagnose's text as `nobody` sees it, from a forked child that dropped root; `passwd_home` replaces root's home
     in the child's view of the passwd database."""
-    read, write = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the child
-        try:
-            os.close(read)
-            if passwd_home is not None:
-                real = pwd.getpwuid
-                root = real(0)
-                entry = pwd.struct_passwd((*root[:5], passwd_home, *root[6:]))
-                pwd.getpwuid = lambda uid: entry if uid == 0 else real(uid)
-            os.setgroups([])
-            os.setresgid(NOBODY, NOBODY, NOBODY)
-            os.setresuid(NOBODY, NOBODY, NOBODY)
-            text = diagnosis(proc_name, control_socket)
-        except BaseException:
-            import traceback
 
-            text = traceback.format_exc()
-        try:
-            os.write(write, text.encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    chunks = []
-    while chunk := os.read(read, 65536):
-        chunks.append(chunk)
-    os.close(read)
-    os.waitpid(child, 0)
-    return b''.join(chunks).decode()
+    def look() -> str:
+        if passwd_home is not None:
+            real = pwd.getpwuid
+            root = real(0)
+            entry = pwd.struct_passwd((*root[:5], passwd_home, *root[6:]))
+            pwd.getpwuid = lambda uid: entry if uid == 0 else real(uid)
+        return diagnosis(proc_name, control_socket)
+
+    return as_nobody(look)
 
 
 # 1. A socket another user planted

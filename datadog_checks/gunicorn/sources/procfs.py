@@ -19,9 +19,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from ..configuration import DEFAULT_PROCFS_ROOT
+
+T = TypeVar('T')
 
 # One read returns a whole stat, statm, schedstat or comm file, and the title at the start of cmdline.
 CHUNK = 4096
@@ -581,12 +583,7 @@ class ProcFS:
             # /proc/uptime is this clock, in the reader's time namespace like the start times in /proc/PID/stat; its
             # buffered open, read and close cost 15 us, the clock 0.1.
             return time.clock_gettime(time.CLOCK_BOOTTIME)
-        path = '%s/uptime' % self.root
-        try:
-            with open(path, 'rb') as f:
-                return parse_uptime(f.read())
-        except (OSError, ValueError, IndexError) as exc:
-            raise ProcUnsupported(0, path, 'cannot read uptime: %s' % exc) from exc
+        return self._read_root_file('uptime', parse_uptime, 'cannot read uptime')
 
     def read_pss(self, pid: int) -> int:
         """PSS from smaps_rollup (Linux 4.14+); needs ptrace-level access to another user's process."""
@@ -635,12 +632,16 @@ class ProcFS:
         return parse_environ(self._read(pid, 'environ', whole=True), names)
 
     def read_boot_time(self) -> int:
-        path = '%s/stat' % self.root
+        return self._read_root_file('stat', parse_boot_time, 'no boot time')
+
+    def _read_root_file(self, name: str, parse: Callable[[bytes], T], failure: str) -> T:
+        """A system-wide file directly under the root, parsed; any failure is the root's, not a process's."""
+        path = '%s/%s' % (self.root, name)
         try:
             with open(path, 'rb') as f:
-                return parse_boot_time(f.read())
+                return parse(f.read())
         except (OSError, ValueError, IndexError) as exc:
-            raise ProcUnsupported(0, path, 'no boot time: %s' % exc) from exc
+            raise ProcUnsupported(0, path, '%s: %s' % (failure, exc)) from exc
 
     def mount_options(self, mountinfo: str = '/proc/self/mountinfo') -> set[str] | None:
         """Options of the proc mount at `root` as this process sees it (`hidepid=` hides other users' processes)."""

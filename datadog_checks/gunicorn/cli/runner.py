@@ -31,7 +31,6 @@ from ..check import GunicornCheck
 
 # The stub aggregator's submission types, by the names `datadog-agent check` prints.
 METRIC_TYPES = {0: 'gauge', 1: 'rate', 2: 'count', 3: 'monotonic_count', 4: 'counter', 5: 'histogram', 6: 'historate'}
-STATUS_NAMES = {0: 'OK', 1: 'WARNING', 2: 'CRITICAL', 3: 'UNKNOWN'}
 
 
 @dataclass

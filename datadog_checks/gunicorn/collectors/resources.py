@@ -21,8 +21,6 @@ PAGE_SIZE = os.sysconf('SC_PAGE_SIZE')
 TICKS_PER_SECOND = os.sysconf('SC_CLK_TCK')
 PSS_REFRESH_SECONDS = 300.0
 
-ROLES = ('master', 'worker', 'dirty_arbiter', 'dirty_worker')
-
 
 @dataclass(frozen=True)
 class RoleUsage:

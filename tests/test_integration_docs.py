@@ -68,6 +68,10 @@ def test_quickstart_as_written():
     # In the repository itself, as the README says: the virtualenv stays in .cache/quickstart for the next run.
     done = run(argv_for(documented('python3 scripts/dev.py quickstart')), timeout=900)
     assert_quickstart_output(done)
+    # The README's Validation section gives this virtualenv's Python as the `python` of a clone.
+    python = REPO / '.cache' / 'quickstart' / 'check' / 'bin' / 'python'
+    assert python.relative_to(REPO).as_posix() in (REPO / 'README.md').read_text()
+    assert run([str(python), '-m', 'datadog_checks.gunicorn', '--help']).returncode == 0
 
 
 def test_quickstart_demo_with_this_python():

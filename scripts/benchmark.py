@@ -559,7 +559,7 @@ def progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--short', action='store_true', help='the CI version: fewer sizes and runs')
     parser.add_argument('--workers', help='comma-separated W values')
@@ -573,7 +573,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument('--max-seconds', type=int, default=1800, help='the idle processes die after this long')
     parser.add_argument('--json', help='also write every sample to this file')
-    args = parser.parse_args(argv)
+    return parser
+
+
+def plan_of(args: argparse.Namespace) -> dict:
+    """The sizes and run counts the options ask for (the docs' commands are checked against it)."""
     plan = dict(SHORT if args.short else FULL)
     if args.workers:
         plan['workers'] = tuple(int(w) for w in args.workers.split(','))
@@ -582,6 +586,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in ('runs', 'first_runs', 'memory_runs'):
         if getattr(args, name) is not None:
             plan[name] = getattr(args, name)
+    return plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    plan = plan_of(args)
 
     sys.stdout.reconfigure(line_buffering=True)  # the table and the progress lines on stderr in order
     # SIGTERM (CI's timeout, tox) must unwind through the `with` blocks that stop every process.

@@ -66,7 +66,9 @@ def test(args: list[str]) -> int:
 
 
 def quickstart(args: list[str]) -> int:
-    python = _venv(QUICKSTART / 'check', '-e', '%s[deps]' % ROOT, *_pinned_base())
+    # psutil: the demo starts its server with tests/gunicorn_env.py, which reads the process table with it; neither the
+    # check nor datadog-checks-base[deps] requires it.
+    python = _venv(QUICKSTART / 'check', '-e', '%s[deps]' % ROOT, *_pinned_base(), 'psutil')
     # The rest runs inside the check's virtualenv, which has psutil and the check itself.
     return subprocess.run([str(python), str(ROOT / 'scripts' / 'quickstart_demo.py'), *args], cwd=ROOT).returncode
 

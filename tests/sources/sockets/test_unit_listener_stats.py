@@ -52,9 +52,8 @@ def test_max_backlog_is_summed_over_reuse_port_sockets_and_unknown_when_one_is_m
     assert stats.max_backlog is None
 
 
-def _row(family, local, port, state, inode, rx=0, remote='192.0.2.9'):
-    remote = remote if family == AF_INET else '2001:db8::9'
-    return TcpRow(family, local, port, remote, 40000 + inode, state, 0, rx, 0, inode)
+def _row(family, local, port, state, inode, rx=0):
+    return TcpRow(family, local, port, state, 0, rx, 0, inode)
 
 
 def test_wildcard_listeners_take_connections_of_their_own_table_only():

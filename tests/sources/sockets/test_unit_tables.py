@@ -47,9 +47,8 @@ def reader(procfs, diag, same=True):
     )
 
 
-def tcp_socket(port, state, inode, rqueue=0, wqueue=0, remote_port=0):
-    remote = '127.0.0.1' if remote_port else '0.0.0.0'
-    return TcpRow(socket.AF_INET, '127.0.0.1', port, remote, remote_port, state, wqueue, rqueue, 0, inode)
+def tcp_socket(port, state, inode, rqueue=0, wqueue=0):
+    return TcpRow(socket.AF_INET, '127.0.0.1', port, state, wqueue, rqueue, 0, inode)
 
 
 def test_another_namespace_reads_the_masters_table_without_capacity(fake, procfs):
@@ -67,9 +66,9 @@ def test_the_same_namespace_reads_inet_diag_with_capacity(fake, procfs):
     diag = FakeDiag(
         tcp=[
             tcp_socket(8000, LISTEN, 10, rqueue=2, wqueue=2048),
-            tcp_socket(8000, ESTABLISHED, 0, remote_port=40001),
-            tcp_socket(8000, ESTABLISHED, 31, remote_port=40003),
-            tcp_socket(8000, 0x08, 32, remote_port=40004),  # CLOSE_WAIT: the client left, the worker still holds it
+            tcp_socket(8000, ESTABLISHED, 0),
+            tcp_socket(8000, ESTABLISHED, 31),
+            tcp_socket(8000, 0x08, 32),  # CLOSE_WAIT: the client left, the worker still holds it
         ]
     )
     queues = reader(procfs, diag)

@@ -256,15 +256,13 @@ def parse_inet_diag(payload: bytes) -> TcpRow:
     accept queue's capacity (idiag_wqueue), which /proc does not show."""
     if len(payload) < _INET_DIAG_MSG.size:
         raise SockDiagProtocolError(f'inet_diag_msg of {len(payload)} bytes')
-    family, state, _timer, _retrans, sport, dport, src, dst, *_, rqueue, wqueue, uid, inode = (
+    family, state, _timer, _retrans, sport, _dport, src, _dst, *_, rqueue, wqueue, uid, inode = (
         _INET_DIAG_MSG.unpack_from(payload)
     )
     return TcpRow(
         family,
         _inet_ip(family, src),
         int.from_bytes(sport, 'big'),
-        _inet_ip(family, dst),
-        int.from_bytes(dport, 'big'),
         state,
         wqueue,
         rqueue,

@@ -53,17 +53,13 @@ def parse_net_tcp(
             local_port = int(local_port_hex, 16)
             if local_ports is not None and local_port not in local_ports:
                 continue
-            remote_hex, remote_port_hex = fields[2].split(b':')
             tx_hex, rx_hex = fields[4].split(b':')
             local = ips.get(local_hex) or ips.setdefault(local_hex, _decode_ip(local_hex, byteorder))
-            remote = ips.get(remote_hex) or ips.setdefault(remote_hex, _decode_ip(remote_hex, byteorder))
             rows.append(
                 TcpRow(
                     family=local[0],
                     local_ip=local[1],
                     local_port=local_port,
-                    remote_ip=remote[1],
-                    remote_port=int(remote_port_hex, 16),
                     state=int(fields[3], 16),
                     tx_queue=int(tx_hex, 16),
                     rx_queue=int(rx_hex, 16),

@@ -32,8 +32,6 @@ class TcpRow:
     family: int  # socket.AF_INET (from net/tcp) or socket.AF_INET6 (net/tcp6)
     local_ip: str  # as inet_ntop prints it: '127.0.0.1', '::1', '::ffff:127.0.0.1'
     local_port: int
-    remote_ip: str
-    remote_port: int
     state: int  # TCP_* above
     tx_queue: int
     rx_queue: int

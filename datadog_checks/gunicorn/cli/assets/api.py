@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 import requests
 
+from ...sources.redaction import clip
+
 # Datadog sites and their API hosts, `https://api.<site>` for each (docs.datadoghq.com/getting_started/site and the
 # endpoint tables of docs.datadoghq.com/api/latest/...).
 SITES = (
@@ -103,8 +105,7 @@ def mask(text: str, secrets: Iterable[str]) -> str:
 
 def sanitize(text: str, secrets: Iterable[str] = (), limit: int = SERVER_TEXT_LIMIT) -> str:
     """Server text made safe to print on one line: keys masked, control characters removed, length bounded."""
-    text = ' '.join(_CONTROL.sub(' ', mask(text, secrets)).split())
-    return text if len(text) <= limit else text[: limit - 3] + '...'
+    return clip(' '.join(_CONTROL.sub(' ', mask(text, secrets)).split()), limit)
 
 
 class DatadogAPI:

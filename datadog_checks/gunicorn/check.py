@@ -172,14 +172,13 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         a sum over some of them means nothing; worst and average heartbeats over the workers whose masters did."""
         if not found:
             return
-        every = len(found) == masters
         worker_class = next((h.config.worker_class for _, h in found if h.config.worker_class), None)
         tags = [*group_tags, 'worker_class:%s' % worker_class] if worker_class else group_tags
         targets = [h.stats.workers_target for _, h in found if h.stats.workers_target is not None]
-        if every and len(targets) == masters:
+        if len(targets) == masters:  # found holds each master once: every one of them answered
             self.gauge('workers.target', sum(targets), tags=tags)
         churn = [c for key, h in found if (c := self._control.churn(key, h.stats)) is not None]
-        if every and len(churn) == masters:
+        if len(churn) == masters:
             self.count('workers.spawned', sum(c.spawned for c in churn), tags=tags)
             self.count('workers.killed', sum(c.killed for c in churn), tags=tags)
             self.count('reloads', sum(c.reloads for c in churn), tags=tags)

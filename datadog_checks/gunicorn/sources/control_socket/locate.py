@@ -193,8 +193,9 @@ def candidates(
     the socket (`--no-control-socket`)."""
     listeners = _listening(procfs, master.pid)
     seen = {path for _, path in listeners}
+    reach = _reacher(procfs, master.pid)
     if configured:
-        return [_candidate(procfs, master.pid, configured, 'the control_socket option', seen=configured in seen)]
+        return [Candidate(configured, reach(configured), 'the control_socket option', seen=configured in seen)]
     found: list[tuple[str, str, bool]] = []
     argv = _read(procfs.read_cmdline, master.pid) or []
     if '--no-control-socket' in argv:
@@ -225,7 +226,7 @@ def candidates(
         if os.path.isabs(path):
             first = unique.setdefault(path, (source, own))
             unique[path] = (first[0], first[1] or own)
-    return [_candidate(procfs, master.pid, path, source, own, path in seen) for path, (source, own) in unique.items()]
+    return [Candidate(path, reach(path), source, own, path in seen) for path, (source, own) in unique.items()]
 
 
 def _read(read: Callable[[int], Any], pid: int) -> Any:
@@ -256,21 +257,27 @@ def _listening(procfs: ProcFS, pid: int) -> list[tuple[int, str]]:
     return [(row.inode, row.path) for row in rows if row.listening and row.type == SOCK_STREAM and row.path]
 
 
-def _candidate(procfs: ProcFS, pid: int, path: str, source: str, own: bool = True, seen: bool = False) -> Candidate:
-    """The path as this process reaches it. Gunicorn names it in the master's mount namespace: the same path when the
-    master has this process's root; else through /proc/PID/root when this process may follow it (ptrace-level
-    access), else under the host's root as the Agent mounts it (/host for /host/proc)."""
+def _reacher(procfs: ProcFS, pid: int) -> Callable[[str], str]:
+    """How this process reaches a path as the master names it. Gunicorn names it in the master's mount namespace: the
+    same path when the master has this process's root; else through /proc/PID/root when this process may follow it
+    (ptrace-level access), else under the host's root as the Agent mounts it (/host for /host/proc). Whether the roots
+    are shared is looked at once for all of a master's candidates."""
     shared = _shares_root(procfs, pid)
     if shared:
-        return Candidate(path, path, source, own, seen)
-    tried = [procfs.host_root + path, path] if shared is None else [procfs.path(pid, 'root') + path]
-    for reach in tried:
-        try:
-            os.lstat(reach)
-        except OSError:
-            continue
-        return Candidate(path, reach, source, own, seen)
-    return Candidate(path, tried[0], source, own, seen)
+        return lambda path: path
+    prefixes = [procfs.host_root, ''] if shared is None else [procfs.path(pid, 'root')]
+
+    def reach(path: str) -> str:
+        tried = [prefix + path for prefix in prefixes]
+        for where in tried:
+            try:
+                os.lstat(where)
+            except OSError:
+                continue
+            return where
+        return tried[0]
+
+    return reach
 
 
 def _shares_root(procfs: ProcFS, pid: int) -> bool | None:

@@ -119,11 +119,12 @@ def heartbeat_ages(entries: Any, uptime: float | None) -> list[float]:
             continue
         beat = entry.get('last_heartbeat')
         if type(beat) is int:
-            beat = float(beat) if 0 <= beat <= limit else None
-        elif type(beat) is not float or not 0.0 <= beat <= limit:
+            if not 0 <= beat <= limit:
+                continue
+            beat = float(beat)
+        elif type(beat) is not float or not 0.0 <= beat <= limit:  # NaN and infinities fail the comparison
             continue
-        if beat is not None:
-            ages.append(beat)
+        ages.append(beat)
     return ages
 
 

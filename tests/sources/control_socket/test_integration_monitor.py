@@ -151,6 +151,32 @@ def test_the_default_path_is_found_without_configuration(gunicorn, make_check, a
     assert located.candidates[0].path.endswith('/.gunicorn/gunicorn.ctl')
 
 
+def test_a_master_seen_before_it_binds_its_socket_is_read_once_it_does(
+    gunicorn, tmp_path, make_check, aggregator, dd_run_check
+):
+    # Gunicorn titles its master, spawns the first workers, and only then binds the control socket, from a thread: an
+    # Agent that sees a master start must not wait RELOCATE_SECONDS for its figures. A slow first fork holds the
+    # master in that window long enough for the check to run in it.
+    hooks = tmp_path / 'slow_fork.py'
+    hooks.write_text('import time\n\ndef pre_fork(server, worker):\n    time.sleep(3)\n')
+    server = gunicorn(wait=False, version=NEWEST, workers=1, args=['-c', str(hooks)])
+    wait_for(server.master_title_set, 20, 'the master title')
+    check = make_check(instance_for(server))
+    run_once(dd_run_check, aggregator, check)
+    socket_path = server.tmp_path / 'runtime' / 'gunicorn.ctl'
+    assert not socket_path.exists() and not aggregator.metrics('gunicorn.workers.target')
+    server.wait_ready()
+    wait_for(socket_path.exists, 20, 'the control socket')
+
+    def figures():
+        run_once(dd_run_check, aggregator, check)
+        return aggregator.metrics('gunicorn.workers.target')
+
+    (target,) = wait_for(figures, 5, 'the control-socket figures')
+    assert target.value == 1
+    assert check.warnings == []
+
+
 def test_gunicorn_23_has_no_control_socket_and_no_warning(gunicorn, make_check, aggregator, dd_run_check):
     server = gunicorn(version='23.0.0', workers=2)
     check = make_check(instance_for(server))

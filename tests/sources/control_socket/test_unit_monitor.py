@@ -153,20 +153,21 @@ def test_a_bad_reply_costs_the_run_its_figures(batch_server):
     assert monitor.read(master).web_heartbeat_ages == [0.5]
 
 
-def test_a_master_whose_socket_fails_is_looked_for_again_after_a_while(monkeypatch):
+def test_a_master_whose_socket_fails_is_looked_for_again_at_doubling_intervals(monkeypatch):
     procfs = ProcFS('/proc')
     master = procfs.read_stat(os.getpid())
     now = [1000.0]
     monitor = ControlSocketMonitor(procfs, logging.getLogger('test'), clock=lambda: now[0])
-    located = []
+    looked = []
     real = locate.candidates
-    monkeypatch.setattr(monitor_module, 'candidates', lambda *a, **k: located.append(1) or real(*a, **k))
-    for _ in range(3):
-        with pytest.raises(locate.Unverified):  # this process has no control socket where Gunicorn would put one
-            monitor.read(master)
-    assert located == [1]  # the candidates are kept and tried again, not looked for on every run
-    now[0] += monitor_module.RELOCATE_SECONDS
-    for _ in range(2):
+    monkeypatch.setattr(monitor_module, 'candidates', lambda *a, **k: looked.append(now[0] - 1000) or real(*a, **k))
+    # An Agent running the check every 15 s on a master with no control socket where Gunicorn would put one (this
+    # process): at once again, since a starting master binds its socket only after its first workers, then less and
+    # less often, and never less often than RELOCATE_SECONDS.
+    for _ in range(100):
         with pytest.raises(locate.Unverified):
             monitor.read(master)
-    assert located == [1, 1]
+        now[0] += 15
+    assert looked[:7] == [0, 15, 30, 60, 120, 240, 480]
+    waits = {later - earlier for earlier, later in zip(looked[6:-1], looked[7:], strict=True)}
+    assert waits == {monitor_module.RELOCATE_SECONDS}

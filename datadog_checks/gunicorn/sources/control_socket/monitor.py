@@ -3,7 +3,9 @@
 One short connection per master per run, closed before the check's CPU sample window: on Python 3.12+ Gunicorn's
 master cannot stop its control thread for a fork while a client is connected, so a lingering connection would slow
 the server it watches. Each master's socket is found and verified by locate.py and remembered by the master's pid and
-start time; it is looked for again when it stops answering, at most every RELOCATE_SECONDS. Server bugs worked
+start time. When it cannot be used it is looked for again, at once and then at doubling intervals up to
+RELOCATE_SECONDS: Gunicorn binds it from a thread only after spawning the first workers, so a master seen while it
+starts has none yet, and a master that never has one (before 25.1) costs a few looks. Server bugs worked
 around (27.0.1): `booted` is always false (ignored), `show dirty` never lists workers (`show all` is used), and the
 socket file vanishes after a USR2 promotion until the next fork (locate.ListenerWithoutFile says so).
 """
@@ -29,7 +31,7 @@ from .replies import (
     web_heartbeat_ages,
 )
 
-# How long a master whose socket could not be found or verified is left before its sources are read again: the
+# The longest a master whose socket could not be found or verified is left before its sources are read again: the
 # candidates it had are still tried on every run, which is cheap; looking again reads its fds and socket table.
 RELOCATE_SECONDS = 300.0
 
@@ -74,6 +76,12 @@ def _unless_reloaded(cached: tuple[int | None, T] | None, stats: Stats) -> T | N
 class _Located:
     candidates: list[Candidate] | None  # None: disabled on the master's command line
     at: float
+    first: float  # when this master was first looked for
+    failed: bool = False  # what was found could not be used
+
+    def due(self, now: float) -> bool:
+        """Whether to look again after a failure: each wait as long as all the looking before it, up to a limit."""
+        return self.failed and now - self.at >= min(RELOCATE_SECONDS, self.at - self.first)
 
 
 @dataclass
@@ -116,10 +124,10 @@ class ControlSocketMonitor:
             self.log.debug('Cannot read master %s to verify its control socket: %s', master.pid, exc)
             return None
         except ControlSocketError:
-            if not self.configured_path and self.clock() - located.at >= RELOCATE_SECONDS:
-                del self._located[key]
+            located.failed = True
             raise
         # The one that answered is tried first from now on; the others stay for when it stops answering.
+        located.failed = False
         located.candidates.remove(verified.candidate)
         located.candidates.insert(0, verified.candidate)
         stats = verified.stats
@@ -157,17 +165,20 @@ class ControlSocketMonitor:
         return Health(verified.candidate.reach, stats, config, web, dirty, listeners, verified.upgrade_pid)
 
     def _locate(self, master: Stat) -> _Located:
-        located = self._located.get(master.key)
-        if located is None:
-            try:
-                uid = self.procfs.read_status(master.pid).uid
-            except ProcError as exc:
-                self.log.debug('Cannot read master %s to find its control socket: %s', master.pid, exc)
-                return _Located([], self.clock())
-            located = _Located(candidates(self.procfs, master, uid, self.configured_path), self.clock())
-            self._located[master.key] = located
-            if located.candidates is None:
-                self.log.debug('Master %s runs with --no-control-socket', master.pid)
+        before = self._located.get(master.key)
+        now = self.clock()
+        if before is not None and (self.configured_path or not before.due(now)):
+            return before
+        first = now if before is None else before.first
+        try:
+            uid = self.procfs.read_status(master.pid).uid
+        except ProcError as exc:
+            self.log.debug('Cannot read master %s to find its control socket: %s', master.pid, exc)
+            return _Located([], now, first)
+        located = _Located(candidates(self.procfs, master, uid, self.configured_path), now, first)
+        self._located[master.key] = located
+        if located.candidates is None:
+            self.log.debug('Master %s runs with --no-control-socket', master.pid)
         return located
 
     def _answers(self, commands: list[str], replies: Iterator[Any], master: Stat) -> dict[str, Any]:

@@ -277,6 +277,26 @@ def test_the_failure_told_is_at_a_path_tied_to_the_master(serve, sock_dir):
         verify([])
 
 
+def test_the_failure_described_is_at_a_listening_path_tied_to_the_master_before_one_merely_listening(serve, sock_dir):
+    # Without access to its fds, another app's socket listening in the namespace is a candidate too: diagnose describes
+    # the master's own listening path first, and a listener of unknown owner before a guessed path.
+    other = serve(answer(lambda r: dict(STATS, pid=2000)), name='other.ctl')
+    ours = serve(answer(lambda r: dict(STATS, pid=3000)), name='ours.ctl')
+    guessed = os.path.join(sock_dir, 'missing.ctl')
+    with pytest.raises(Unverified) as info:
+        verify([guessed, Candidate(other.path, other.path, 'a test', own=False, seen=True), here(ours.path)])
+    assert info.value.observed.path == other.path
+    with pytest.raises(Unverified) as info:
+        verify(
+            [
+                guessed,
+                Candidate(other.path, other.path, 'a test', own=False, seen=True),
+                Candidate(ours.path, ours.path, 'a test', own=True, seen=True),
+            ]
+        )
+    assert info.value.observed.path == ours.path
+
+
 def test_candidates_are_tried_in_order_until_one_proves_to_be_the_masters(serve, sock_dir):
     other = serve(answer(lambda r: dict(STATS, pid=2000)), name='other.ctl')
     ours = serve(answer(), name='ours.ctl')

@@ -427,14 +427,15 @@ class Unverified(ControlSocketError):
 
     `telling` is the one to act on (`_PRECEDENCE`), among those at paths tied to this master: what a socket of
     another app says is no fault of this one. `observed` is the one to describe, preferring a path where a socket is
-    known to listen over a guessed one: diagnose says what is there.
+    known to listen over a guessed one, and of those one tied to this master: diagnose says what is there.
     """
 
     def __init__(self, failures: list[ControlSocketError]):
         self.failures = failures
         own = [f for f in failures if f.candidate is None or f.candidate.own] or failures
         self.telling = _most_telling(own)
-        self.observed = _most_telling([f for f in failures if f.candidate is not None and f.candidate.seen] or own)
+        seen = [f for f in failures if f.candidate is not None and f.candidate.seen]
+        self.observed = _most_telling([f for f in seen if f.candidate.own] or seen or own)
         summary = '; '.join('%s: %s' % (type(f).__name__, f.path) for f in failures)
         tried = '' if len(failures) == 1 else ' [tried %d paths: %s]' % (len(failures), summary)
         super().__init__('%s%s' % (self.telling, tried), self.telling.path)

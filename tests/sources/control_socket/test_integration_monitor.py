@@ -17,6 +17,7 @@ from datadog_checks.base import AgentCheck
 from datadog_checks.dev.utils import get_metadata_metrics
 from datadog_checks.gunicorn.sources.control_socket import client as ctl
 from datadog_checks.gunicorn.sources.control_socket import locate
+from datadog_checks.gunicorn.sources.procfs import ProcFS
 
 from ...common import instance_for, run_once, wait_for
 from ...gunicorn_env import NEWEST
@@ -175,6 +176,10 @@ def test_a_master_seen_before_it_binds_its_socket_is_read_once_it_does(
     (target,) = wait_for(figures, 5, 'the control-socket figures')
     assert target.value == 1
     assert check.warnings == []
+    # Found as the listener the master holds: its title overwrote what /proc/MASTER/environ shows.
+    (located,) = check._control._located.values()
+    assert located.candidates[0].source == "the master's own listening socket"
+    assert ProcFS('/proc').read_environ(server.master_pid, frozenset({'XDG_RUNTIME_DIR', 'HOME'})) == {}
 
 
 def test_gunicorn_23_has_no_control_socket_and_no_warning(gunicorn, make_check, aggregator, dd_run_check):

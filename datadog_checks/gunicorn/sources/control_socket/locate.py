@@ -8,7 +8,8 @@ kernel shows, in this order (`candidates`):
 2. the listening unix socket the master holds: /proc/MASTER/net/unix lists the listeners of its network namespace
    (readable by every user) and /proc/MASTER/fd names the master's own sockets (ptrace-level access);
 3. the command line's `--control-socket` (visible while the master has no title);
-4. the defaults computed from the master's own environment (ptrace-level access);
+4. the defaults computed from the master's own environment (ptrace-level access; a title overwrites what environ shows,
+   so this serves untitled masters);
 5. without access to its fds: the other listeners of its namespace bound to a path named `gunicorn.ctl`;
 6. the defaults of its user's passwd entry, and `gunicorn.ctl` in its working directory (the 25.1.0 default).
 

@@ -73,7 +73,8 @@ def test_target_config_and_heartbeats(gunicorn, tmp_path, make_check, aggregator
 def test_churn_after_ttin_ttou_kill_and_hup(gunicorn, tmp_path, make_check, aggregator, dd_run_check):
     server, path = with_socket(gunicorn, tmp_path, workers=2)
     check = make_check(instance_for(server, control_socket=path))
-    dd_run_check(check)
+    # The counters' baseline: a run that read them.
+    wait_for(lambda: value_after_run(dd_run_check, aggregator, check, 'gunicorn.workers.target') == 2, 10, 'a reading')
 
     server.signal(signal.SIGTTIN)
     server.wait_ready(workers=3)

@@ -141,6 +141,8 @@ class Gunicorn:
         self.error_log = self.tmp_path / 'error.log'
         self.access_log = self.tmp_path / 'access.log'
         self.output = self.tmp_path / 'gunicorn.out'
+        # Each server's own XDG_RUNTIME_DIR, so that its default control-socket path is private to the test.
+        self.runtime_dir = self.tmp_path / 'runtime'
         self.proc: subprocess.Popen | None = None
         self.venv = gunicorn_venv(version, setproctitle)
 
@@ -158,10 +160,8 @@ class Gunicorn:
         self.tmp_path.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env.pop('PYTHONPATH', None)
-        # Keep each server's default control-socket path private to the test that started it.
-        runtime = self.tmp_path / 'runtime'
-        runtime.mkdir(mode=0o700, exist_ok=True)
-        env['XDG_RUNTIME_DIR'] = str(runtime)
+        self.runtime_dir.mkdir(mode=0o700, exist_ok=True)
+        env['XDG_RUNTIME_DIR'] = str(self.runtime_dir)
         env.update(self.extra_env)
         with open(self.output, 'ab') as out:
             self.proc = subprocess.Popen(
@@ -218,6 +218,11 @@ class Gunicorn:
         self.stop()
 
     # What the process table says (ground truth, read independently of the check)
+
+    @property
+    def default_control_socket(self) -> Path:
+        """Where Gunicorn 25.1+ binds its control socket unless told another path: under its XDG_RUNTIME_DIR."""
+        return self.runtime_dir / 'gunicorn.ctl'
 
     @property
     def master_pid(self) -> int:

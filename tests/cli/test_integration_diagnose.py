@@ -54,7 +54,7 @@ def test_a_running_app(gunicorn):
     assert 'workers: 3' in section and 'titles: set' in section
     assert 'user: root (uid 0)' in section or 'user: ' in section
     # 27.0.1 keeps its control socket in $XDG_RUNTIME_DIR, which the harness points at the test's directory.
-    socket_path = server.tmp_path / 'runtime' / 'gunicorn.ctl'
+    socket_path = server.default_control_socket
     assert (
         "control socket: %s (found from the master's own listening socket), answered by this master" % socket_path
         in section
@@ -100,7 +100,7 @@ def test_missing_setproctitle_and_secrets_on_the_command_line(gunicorn, tmp_path
     section = out.split('(pid %d)' % server.master_pid, 1)[1].split('\n  - ', 1)[0]
     assert 'titles: NOT set' in section and 'workers: 2' in section
     assert 'worker class: sync (the default)' in section
-    socket_path = server.tmp_path / 'runtime' / 'gunicorn.ctl'
+    socket_path = server.default_control_socket
     assert (
         "control socket: %s (found from the master's own listening socket), answered by this master" % socket_path
         in section

@@ -93,11 +93,6 @@ PROCESS_FIELDS = {'pid', 'type', 'role'}
 LISTENER_FIELDS = {'address', 'fd', 'type'}
 
 
-def default_socket(server: Gunicorn) -> str:
-    # The harness points XDG_RUNTIME_DIR of each server at its own directory.
-    return str(server.tmp_path / 'runtime' / locate.SOCKET_NAME)
-
-
 def ask(path: str, query: Callable[[ControlSocketClient], T]) -> T:
     with ControlSocketClient(path, TIMEOUT) as client:
         return query(client)
@@ -122,7 +117,7 @@ def eventually(path: str, query: Callable[[ControlSocketClient], T], accept: Cal
 
 def test_show_commands_field_names(tmp_path):
     with running(tmp_path, workers=2, args=DIRTY) as server:
-        path = default_socket(server)
+        path = str(server.default_control_socket)
         # The dirty worker registers with its arbiter a little after the HTTP workers are up.
         eventually(path, lambda c: show(c, 'all')['dirty_workers'], bool, 'a dirty worker in show all')
         with ControlSocketClient(path, TIMEOUT) as client:
@@ -176,15 +171,17 @@ def test_show_commands_field_names(tmp_path):
 
 def test_gthread_worker_class(tmp_path):
     with running(tmp_path, workers=1, args=['--threads', '4']) as server:
-        config = eventually(default_socket(server), lambda c: show(c, 'config'), lambda _: True, 'show config')
+        config = eventually(
+            str(server.default_control_socket), lambda c: show(c, 'config'), lambda _: True, 'show config'
+        )
         assert config.worker_class == 'gthread' and config.threads == 4
-        raw = ask(default_socket(server), lambda c: c.query('show config'))['worker_class']
+        raw = ask(str(server.default_control_socket), lambda c: c.query('show config'))['worker_class']
         assert raw == "<class 'gunicorn.workers.gthread.ThreadWorker'>"
 
 
 def test_counters_follow_signals(tmp_path):
     with running(tmp_path, workers=2) as server:
-        path = default_socket(server)
+        path = str(server.default_control_socket)
         stats = eventually(path, lambda c: show(c, 'stats'), lambda s: s.workers_spawned == 2, 'two spawned workers')
         assert stats.pid == server.master_pid
 
@@ -215,7 +212,7 @@ def test_counters_follow_signals(tmp_path):
 
 def test_a_fork_during_an_open_connection_is_survived(tmp_path):
     with running(tmp_path, workers=1) as server:
-        path = default_socket(server)
+        path = str(server.default_control_socket)
         eventually(path, lambda c: show(c, 'stats'), lambda s: s.workers_target == 1, 'the socket')
         # The deadline covers the client's whole life, including the wait for the new worker here.
         with ControlSocketClient(path, 30.0) as client:
@@ -234,7 +231,7 @@ def test_queries_survive_a_storm_of_forks(tmp_path):
     # a moment, and 27.0.1 sometimes leaks a just-accepted connection into the new worker, unanswered. A client
     # told the path is known to work must ride through all of it within its deadline.
     with running(tmp_path, workers=1) as server:
-        path = default_socket(server)
+        path = str(server.default_control_socket)
         eventually(path, lambda c: show(c, 'stats'), lambda s: s.workers_target == 1, 'the socket')
         errors: list[Exception] = []
         answers = []
@@ -312,7 +309,7 @@ def test_explicit_path_from_an_untitled_command_line(tmp_path):
         verified = found(server)
         with verified.client:
             assert verified.candidate.path == explicit
-        assert not os.path.exists(default_socket(server))
+        assert not os.path.exists(str(server.default_control_socket))
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason='dropping to another user needs root')
@@ -339,7 +336,7 @@ def test_the_permission_fix_on_a_real_master(tmp_path):
 
 def test_another_masters_socket_is_rejected(tmp_path):
     with running(tmp_path / 'a', workers=1) as first, running(tmp_path / 'b', workers=1) as second:
-        path = default_socket(first)
+        path = str(first.default_control_socket)
         eventually(path, lambda c: show(c, 'stats'), lambda s: s.pid == first.master_pid, 'the first socket')
         with pytest.raises(locate.Unverified) as info:
             found(second, configured=path)
@@ -353,7 +350,7 @@ def test_another_masters_socket_is_rejected(tmp_path):
 
 def test_a_stopped_master_times_out_within_the_deadline(tmp_path):
     with running(tmp_path, workers=1) as server:
-        path = default_socket(server)
+        path = str(server.default_control_socket)
         eventually(path, lambda c: show(c, 'stats'), lambda s: s.pid == server.master_pid, 'the socket')
         server.signal(signal.SIGSTOP)
         try:

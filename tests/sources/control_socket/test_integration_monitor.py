@@ -165,7 +165,7 @@ def test_a_master_seen_before_it_binds_its_socket_is_read_once_it_does(
     wait_for(server.master_title_set, 20, 'the master title')
     check = make_check(instance_for(server))
     run_once(dd_run_check, aggregator, check)
-    socket_path = server.tmp_path / 'runtime' / 'gunicorn.ctl'
+    socket_path = server.default_control_socket
     assert not socket_path.exists() and not aggregator.metrics('gunicorn.workers.target')
     server.wait_ready()
     wait_for(socket_path.exists, 20, 'the control socket')

@@ -332,7 +332,7 @@ def test_a_usr2_upgrade_on_a_configured_socket(socket_name, gunicorn, tmp_path, 
 def test_several_masters_of_one_app_and_one_configured_socket(gunicorn, make_check, aggregator, dd_run_check):
     first = gunicorn(workers=2)
     second = gunicorn(workers=3, name=first.name)
-    path = str(first.tmp_path / 'runtime' / 'gunicorn.ctl')  # the first master's own default socket
+    path = str(first.default_control_socket)
     wait_for(lambda: stats_pid(path) == first.master_pid, 20, 'the first master to answer at %s' % path)
     check = make_check(instance_for(first, control_socket=path))
     for _ in range(2):

@@ -115,7 +115,7 @@ def _quote(text: str) -> str:
 
 # The control socket
 
-_OWN_SOCKET_FIX = 'start each application with its own --control-socket'
+_OWN_SOCKET_FIX = 'start each %s with its own --control-socket'
 
 
 def control_socket_problem(
@@ -137,19 +137,19 @@ def control_socket_problem(
             return bounded(
                 '%s: its control socket %s is answered by master %d of the same app. One control_socket reaches one '
                 "master: remove the option and %s; the check finds each master's socket."
-                % (lost, telling.path, telling.answering_pid, _OWN_SOCKET_FIX.replace('application', 'master'))
+                % (lost, telling.path, telling.answering_pid, _OWN_SOCKET_FIX % 'master')
             )
         who = 'pid %s' % telling.answering_pid if telling.answering_pid else 'another process'
         app = ' of app %s' % _name(telling.app) if telling.app else ''
         return bounded(
             "%s: its control socket %s is answered by %s%s. Two applications share one path (Gunicorn's default "
-            'for one HOME or XDG_RUNTIME_DIR): %s.' % (lost, telling.path, who, app, _OWN_SOCKET_FIX)
+            'for one HOME or XDG_RUNTIME_DIR): %s.' % (lost, telling.path, who, app, _OWN_SOCKET_FIX % 'application')
         )
     if isinstance(telling, ForeignOwner):
         return bounded(
             "%s: %s belongs to uid %d, not to the master's user (uid %d) or root, so it is not trusted. If another "
             'user could create it, %s in a directory only its user can write.'
-            % (lost, telling.path, telling.owner, telling.expected, _OWN_SOCKET_FIX)
+            % (lost, telling.path, telling.owner, telling.expected, _OWN_SOCKET_FIX % 'application')
         )
     if isinstance(telling, ProtocolError):
         return bounded('%s this run: %s' % (lost, telling))

@@ -158,19 +158,27 @@ class Gunicorn:
     def start(self, wait: bool = True) -> Gunicorn:
         _refuse_in_unit_tests()
         self.tmp_path.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env.pop('PYTHONPATH', None)
         self.runtime_dir.mkdir(mode=0o700, exist_ok=True)
-        env['XDG_RUNTIME_DIR'] = str(self.runtime_dir)
-        env.update(self.extra_env)
         with open(self.output, 'ab') as out:
             self.proc = subprocess.Popen(
-                self.command(), stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=self.tmp_path
+                self.command(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+                start_new_session=True,
+                cwd=self.tmp_path,
             )
         _started_groups.add(self.proc.pid)
         if wait:
             self.wait_ready()
         return self
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop('PYTHONPATH', None)
+        env['XDG_RUNTIME_DIR'] = str(self.runtime_dir)
+        env.update(self.extra_env)
+        return env
 
     def wait_ready(self, workers: int | None = None, timeout: float = 30.0) -> None:
         expected = self.workers if workers is None else workers
@@ -179,6 +187,11 @@ class Gunicorn:
         wait_for(lambda: len(self.worker_pids()) == expected, timeout, '%d workers of %s' % (expected, self.describe()))
         if self.port:
             wait_for(self._accepts, timeout, 'port %s to accept' % self.port)
+        if self.control_socket is not None:
+            # Gunicorn 25.1+ binds it from a thread after the first workers boot: a test that runs the check as soon
+            # as the workers answer would otherwise race that bind.
+            path = str(self.control_socket)
+            wait_for(lambda: path in _listening_unix_paths(), timeout, 'the control socket %s to listen' % path)
         self.wait_quiet(timeout=timeout)
 
     def wait_quiet(self, timeout: float = 30.0, window: float = 0.1, max_cpu_ns: int = 1_000_000) -> None:
@@ -221,8 +234,23 @@ class Gunicorn:
 
     @property
     def default_control_socket(self) -> Path:
-        """Where Gunicorn 25.1+ binds its control socket unless told another path: under its XDG_RUNTIME_DIR."""
-        return self.runtime_dir / 'gunicorn.ctl'
+        """Where Gunicorn 25.1+ binds its control socket unless told another path: $XDG_RUNTIME_DIR/gunicorn.ctl when
+        that directory exists, else $HOME/.gunicorn/gunicorn.ctl, both from its environment."""
+        env = self.environment()
+        runtime = env.get('XDG_RUNTIME_DIR')
+        if runtime and os.path.isdir(runtime):
+            return Path(runtime) / 'gunicorn.ctl'
+        return Path(env.get('HOME') or os.path.expanduser('~')) / '.gunicorn' / 'gunicorn.ctl'
+
+    @property
+    def control_socket(self) -> Path | None:
+        """Where this server binds its control socket, from its command line; None when it binds none."""
+        release = tuple(int(part) for part in self.version.split('.')[:2])
+        if release < (25, 1) or '--no-control-socket' in self.args:
+            return None
+        if '--control-socket' in self.args:
+            return self.tmp_path / self.args[self.args.index('--control-socket') + 1]  # relative to its cwd
+        return self.default_control_socket
 
     @property
     def master_pid(self) -> int:
@@ -293,6 +321,19 @@ class Gunicorn:
 
     def signal(self, sig: int, pid: int | None = None) -> None:
         os.kill(self.master_pid if pid is None else pid, sig)
+
+
+def _listening_unix_paths() -> set[str]:
+    """Paths of the host's listening Unix sockets, from /proc/net/unix: seen without connecting to the server."""
+    accepting = 0x10000  # __SO_ACCEPTCON, in the Flags column
+    paths = set()
+    with open('/proc/net/unix') as table:
+        next(table)
+        for line in table:
+            fields = line.split(maxsplit=7)
+            if len(fields) == 8 and int(fields[3], 16) & accepting:
+                paths.add(fields[7].rstrip('\n'))
+    return paths
 
 
 def _cpu_ns(pid: int) -> int:

@@ -233,7 +233,7 @@ class ReadsFloor:
     def __init__(self, server: Gunicorn, window: float):
         self.window = window
         self.master = server.master_pid
-        self.socket_path = server.control_socket
+        self.socket_path = str(server.control_socket)
         workers = server.worker_pids()
         self._schedstat = [os.open('/proc/%d/schedstat' % pid, os.O_RDONLY | os.O_CLOEXEC) for pid in workers]
         self._stat = [os.open('/proc/%d/stat' % pid, os.O_RDONLY | os.O_CLOEXEC) for pid in [self.master, *workers]]
@@ -299,7 +299,7 @@ def new_check(server: Gunicorn, window: float, metric_patterns: dict | None = No
         'cpu_sample_interval': window,
         'gunicorn': str(server.venv / 'bin' / 'gunicorn'),
         'tags': ['bench:true'],
-        'control_socket': server.control_socket,
+        'control_socket': str(server.control_socket),
     }
     if metric_patterns:
         instance['metric_patterns'] = metric_patterns
@@ -547,7 +547,6 @@ def bench_server(tmp: Path, workers: int) -> Iterator[Gunicorn]:
     socket = tmp / ('w%d.ctl' % workers)
     args = ['--graceful-timeout', '1', '--control-socket', str(socket)]
     server = Gunicorn(tmp / ('w%d' % workers), workers=workers, args=args)
-    server.control_socket = str(socket)
     try:
         server.start(wait=False)
         server.wait_ready(timeout=60 + workers / 2)

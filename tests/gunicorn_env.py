@@ -25,6 +25,10 @@ from pathlib import Path
 
 import psutil
 
+from datadog_checks.gunicorn.sources.control_socket.locate import SOCKET_NAME, explicit_socket_path
+from datadog_checks.gunicorn.sources.procfs import ProcFS
+from datadog_checks.gunicorn.sources.sockets.proc_net import read_net_unix
+
 from .common import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -239,8 +243,8 @@ class Gunicorn:
         env = self.environment()
         runtime = env.get('XDG_RUNTIME_DIR')
         if runtime and os.path.isdir(runtime):
-            return Path(runtime) / 'gunicorn.ctl'
-        return Path(env.get('HOME') or os.path.expanduser('~')) / '.gunicorn' / 'gunicorn.ctl'
+            return Path(runtime) / SOCKET_NAME
+        return Path(env.get('HOME') or os.path.expanduser('~')) / '.gunicorn' / SOCKET_NAME
 
     @property
     def control_socket(self) -> Path | None:
@@ -248,9 +252,8 @@ class Gunicorn:
         release = tuple(int(part) for part in self.version.split('.')[:2])
         if release < (25, 1) or '--no-control-socket' in self.args:
             return None
-        if '--control-socket' in self.args:
-            return self.tmp_path / self.args[self.args.index('--control-socket') + 1]  # relative to its cwd
-        return self.default_control_socket
+        explicit = explicit_socket_path(self.args)
+        return self.default_control_socket if explicit is None else self.tmp_path / explicit  # relative to its cwd
 
     @property
     def master_pid(self) -> int:
@@ -324,16 +327,8 @@ class Gunicorn:
 
 
 def _listening_unix_paths() -> set[str]:
-    """Paths of the host's listening Unix sockets, from /proc/net/unix: seen without connecting to the server."""
-    accepting = 0x10000  # __SO_ACCEPTCON, in the Flags column
-    paths = set()
-    with open('/proc/net/unix') as table:
-        next(table)
-        for line in table:
-            fields = line.split(maxsplit=7)
-            if len(fields) == 8 and int(fields[3], 16) & accepting:
-                paths.add(fields[7].rstrip('\n'))
-    return paths
+    """Paths of the listening Unix sockets in this process's network namespace: seen without connecting to them."""
+    return {row.path for row in read_net_unix(ProcFS('/proc'), os.getpid()) if row.listening and row.path}
 
 
 def _cpu_ns(pid: int) -> int:

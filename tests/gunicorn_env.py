@@ -84,15 +84,31 @@ def cached_venv(tag: str, packages: list[str]) -> Path:
     return venv
 
 
-def gunicorn_venv(version: str = NEWEST, setproctitle: bool = True) -> Path:
-    """Return a virtualenv with gunicorn==version (and setproctitle unless asked not to), creating it once."""
-    tag = 'py%d.%d-gunicorn-%s%s' % (
+# Third-party worker classes and what they run, pinned so that the worker-class table in the README stays what the tests
+# measured: uvicorn's workers (both the uvicorn-worker package and uvicorn's own deprecated one), FastAPI for a real
+# ASGI application, gevent and tornado for Gunicorn's own classes that need them.
+WORKER_PACKAGES = (
+    'uvicorn==0.55.0',
+    'uvicorn-worker==0.4.0',
+    'fastapi==0.165.0',
+    'gevent==26.9.0',
+    'tornado==6.6.1',
+)
+
+
+def gunicorn_venv(version: str = NEWEST, setproctitle: bool = True, workers_packages: bool = False) -> Path:
+    """Return a virtualenv with gunicorn==version (and setproctitle unless asked not to), creating it once; with
+    `workers_packages`, also the WORKER_PACKAGES (a separate virtualenv: most servers need none of them)."""
+    tag = 'py%d.%d-gunicorn-%s%s%s' % (
         sys.version_info[0],
         sys.version_info[1],
         version,
         '' if setproctitle else '-notitle',
+        '-workers' if workers_packages else '',
     )
     packages = ['gunicorn==%s' % version]
+    if workers_packages:
+        packages += WORKER_PACKAGES
     if setproctitle:
         packages.append('setproctitle')
     if version.startswith('20.'):
@@ -130,6 +146,7 @@ class Gunicorn:
         setproctitle: bool = True,
         bind: str | None = None,
         env: dict[str, str] | None = None,
+        workers_packages: bool = False,
     ):
         self.tmp_path = Path(tmp_path)
         self.version = version
@@ -148,7 +165,7 @@ class Gunicorn:
         # Each server's own XDG_RUNTIME_DIR, so that its default control-socket path is private to the test.
         self.runtime_dir = self.tmp_path / 'runtime'
         self.proc: subprocess.Popen | None = None
-        self.venv = gunicorn_venv(version, setproctitle)
+        self.venv = gunicorn_venv(version, setproctitle, workers_packages)
 
     # Lifecycle
 

@@ -30,7 +30,8 @@ ERROR_LOG_START = r'\[\d{4}-\d{2}-\d{2}'
 MIXED_LOG_START = r'(?:\[?\d{4}-\d{2}-\d{2}|(?:DEBUG|INFO|WARNING|ERROR|CRITICAL):)'
 # The pattern the README gives for containers, where access lines (stdout) and error records (stderr) share a stream:
 # an access line must start a record too, or it would be glued to the traceback before it.
-CONTAINER_LOG_START = r'(?:\[\d{4}-\d{2}-\d{2}|\S* \S+ \S+ \[\d{2}/[A-Z][a-z]{2}/\d{4}:)'
+# uvicorn's workers write access lines without a date (`CLIENT - "GET / HTTP/1.1" 200`): the last alternative.
+CONTAINER_LOG_START = r'(?:\[\d{4}-\d{2}-\d{2}|\S* \S+ \S+ \[\d{2}/[A-Z][a-z]{2}/\d{4}:|\S* - ")'
 
 FORMAT_PARSER = 'Parsing Gunicorn access and error logs'
 CHROME = next(iter(KNOWN_USER_AGENTS))
@@ -66,6 +67,11 @@ EXPECTED_EVENTS = (
     ('Socket error processing request.', 'socket_error'),
     ('Unhandled exception in main loop', 'master_exception'),
     ('Worker graceful timeout (pid:', 'worker_graceful_timeout'),
+    # uvicorn's workers, through Gunicorn's error log (test_integration_uvicorn_logs.py).
+    ('Exception in ASGI application', 'asgi_exception'),
+    ('Application startup failed. Exiting.', 'asgi_startup_failed'),
+    ('Application shutdown failed. Exiting.', 'asgi_shutdown_failed'),
+    ('Invalid HTTP request received.', 'invalid_request'),
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize('version', GUNICORN_VERSIONS)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import hashlib
 import http.client
 import os
 import signal
@@ -93,6 +94,8 @@ WORKER_PACKAGES = (
     'fastapi==0.165.0',
     'gevent==26.9.0',
     'tornado==6.6.1',
+    # Gunicorn 27's gevent worker imports it (its `gevent` extra brings it).
+    'packaging==26.4',
 )
 
 
@@ -104,7 +107,8 @@ def gunicorn_venv(version: str = NEWEST, setproctitle: bool = True, workers_pack
         sys.version_info[1],
         version,
         '' if setproctitle else '-notitle',
-        '-workers' if workers_packages else '',
+        # The list's digest: a virtualenv made from an older list is never taken for this one.
+        '-workers-%s' % hashlib.sha256(' '.join(WORKER_PACKAGES).encode()).hexdigest()[:8] if workers_packages else '',
     )
     packages = ['gunicorn==%s' % version]
     if workers_packages:

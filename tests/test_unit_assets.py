@@ -22,6 +22,7 @@ import yaml
 from datadog_checks.gunicorn import GunicornCheck
 
 from .fakeproc import FakeProc
+from .logs.grok import load_pipeline, query_matches
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = json.loads((REPO / 'manifest.json').read_text(encoding='utf-8'))
@@ -399,3 +400,22 @@ def test_saved_views_list_facets_the_pipeline_declares():
         for facet in view.get('visible_facets', []):
             if facet.startswith('@'):
                 assert facet[1:] in declared, (view['name'], facet)
+
+
+def test_request_queries_count_the_access_lines_of_every_worker_class():
+    """The access-log request panels and the 5xx monitor filter on @http.status_code, which the pipeline sets from
+    Gunicorn's access format and from uvicorn's alike: the same 503 (real lines of sync and of uvicorn's worker) must
+    be counted by every such filter, or by none."""
+    pipeline = load_pipeline()
+    lines = (
+        '127.0.0.1 - - [24/Nov/2026:23:00:04 +0000] "GET /status/503 HTTP/1.1" 503 21 "-" "-"',
+        '127.0.0.1:60474 - "DELETE /status/503 HTTP/1.0" 503',
+    )
+    attributes = [pipeline.process(line).attributes for line in lines]
+    terms = {t for q in every_log_query() for t in re.findall(r'@http\.status_code:(?:\[\d+ TO \d+\]|\*)', q)}
+    assert '@http.status_code:*' in terms and '@http.status_code:[500 TO 599]' in terms
+    for term in terms:
+        assert query_matches(term, attributes[0]) == query_matches(term, attributes[1]), term
+    [monitor] = [m for m in monitors().values() if '@http.status_code' in m['definition']['query']]
+    assert all(query_matches('@http.status_code:[500 TO 599]', a) for a in attributes)
+    assert monitor['definition']['type'] == 'log alert' and '.by("app")' in monitor['definition']['query']

@@ -466,6 +466,10 @@ def test_the_pipeline_is_converted_field_by_field_to_the_api_names():
         assert file_spelling not in text
 
 
+def _first(pipeline: dict, kind: str) -> dict:
+    return next(p for p in pipeline['processors'] if p['type'] == kind)
+
+
 @pytest.mark.parametrize(
     'change, message',
     [
@@ -473,7 +477,7 @@ def test_the_pipeline_is_converted_field_by_field_to_the_api_names():
         (lambda p: p['processors'][0].update(isEnabledSoon=True), 'isEnabledSoon'),
         (lambda p: p['processors'][0].update(samples=['s'] * 6), 'more than 5 samples'),
         (lambda p: p['processors'][0]['grok'].update(matchRules=''), 'needs matchRules'),
-        (lambda p: p['processors'][4].pop('lookupTable'), 'lacks lookup_table'),
+        (lambda p: _first(p, 'lookup-processor').pop('lookupTable'), 'lacks lookup_table'),
         (lambda p: p['filter'].update(query='source:nginx'), "must be 'source:gunicorn'"),
     ],
 )

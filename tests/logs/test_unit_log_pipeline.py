@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import json
 import re
 
 import pytest
 import yaml
 
 from .grok import PIPELINE_FILE, Ambiguous, GrokParser, Pipeline, Unsupported, get_path, load_pipeline, load_tests
+from .test_integration_logs import CONTAINER_LOG_START
 
 PIPELINE = load_pipeline()
 TESTS = load_tests()
@@ -224,3 +226,11 @@ def test_a_rule_that_depends_on_how_data_is_read_is_refused():
     with pytest.raises(Ambiguous):
         parser.parse('x y z')
     assert parser.parse('x y') == ('split', {'a': 'x', 'b': 'y'})
+
+
+def test_the_readme_container_pattern_is_the_one_the_integration_tests_use():
+    # The Docker label of README "Log collection" must start a record at uvicorn's access lines as well as Gunicorn's.
+    readme = (PIPELINE_FILE.parents[2] / 'README.md').read_text(encoding='utf-8')
+    label = re.search(r"LABEL \"com\.datadoghq\.ad\.logs\"='(.*)'", readme).group(1)
+    [rule] = json.loads(label)[0]['log_processing_rules']
+    assert rule['pattern'] == CONTAINER_LOG_START

@@ -9,12 +9,14 @@ explained in NOT_ALWAYS_SENT, and no metric of the check may take a StatsD name 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import http.client
 import os
 import re
 import signal
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -82,6 +84,14 @@ class Listener:
     sock: socket.socket
     received: list[Datagram] = field(default_factory=list)
 
+    @classmethod
+    @contextlib.contextmanager
+    def on_loopback(cls) -> Iterator[Listener]:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(('127.0.0.1', 0))
+            sock.setblocking(False)
+            yield cls(sock)
+
     @property
     def address(self) -> str:
         host, port = self.sock.getsockname()
@@ -115,10 +125,8 @@ class Listener:
 
 @pytest.fixture
 def listener():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(('127.0.0.1', 0))
-        sock.setblocking(False)
-        yield Listener(sock)
+    with Listener.on_loopback() as found:
+        yield found
 
 
 def assert_in_metadata(stored: dict[str, str]) -> None:

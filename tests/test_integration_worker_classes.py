@@ -10,7 +10,6 @@ what was measured.
 from __future__ import annotations
 
 import re
-import socket
 from dataclasses import dataclass
 
 import pytest
@@ -68,10 +67,8 @@ def readme_rows() -> dict[str, Row]:
 
 @pytest.fixture
 def listener():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(('127.0.0.1', 0))
-        sock.setblocking(False)
-        yield Listener(sock)
+    with Listener.on_loopback() as found:
+        yield found
 
 
 def test_the_readme_has_a_row_per_class():

@@ -126,6 +126,16 @@ def attr(log: Log, path: str):
     return get_path(log.attributes, path)
 
 
+def logs_of_a_server_that_gives_up(pipeline, server: Gunicorn) -> list[Log]:
+    """Start `server`, whose workers cannot boot, wait for its master to exit, and read its error log."""
+    try:
+        server.start(wait=False)
+        wait_for(lambda: server.proc.poll() is not None, 30, 'the master to give up')
+    finally:
+        server.stop()
+    return run(pipeline, server.error_log, 'gunicorn.error')
+
+
 def log_has(path: Path, pattern: str) -> bool:
     return path.exists() and re.search(pattern, path.read_text()) is not None
 
@@ -259,12 +269,7 @@ def test_worker_boot_failure(tmp_path, version, pipeline):
     """An application that fails at import: the worker's traceback, its exit code, and the master's reason."""
     (tmp_path / 'bootfail.py').write_text("raise RuntimeError('the application failed to import')\n")
     server = Gunicorn(tmp_path, version=version, workers=1, app='bootfail:app', args=['--pythonpath', str(tmp_path)])
-    try:
-        server.start(wait=False)
-        wait_for(lambda: server.proc.poll() is not None, 30, 'the master to give up')
-    finally:
-        server.stop()
-    logs = run(pipeline, server.error_log, 'gunicorn.error')
+    logs = logs_of_a_server_that_gives_up(pipeline, server)
     [boot] = with_event(logs, 'worker_exception')
     assert (attr(boot, 'error.kind'), attr(boot, 'error.message')) == (
         'RuntimeError',

@@ -16,7 +16,17 @@ import pytest
 from ..common import wait_for
 from ..gunicorn_env import Gunicorn, running
 from .grok import load_pipeline
-from .test_integration_logs import CONTAINER_LOG_START, FORMAT_PARSER, attr, log_has, records, run, send_raw, with_event
+from .test_integration_logs import (
+    CONTAINER_LOG_START,
+    FORMAT_PARSER,
+    attr,
+    log_has,
+    logs_of_a_server_that_gives_up,
+    records,
+    run,
+    send_raw,
+    with_event,
+)
 
 UVICORN_CLASSES = ('uvicorn_worker.UvicornWorker', 'uvicorn.workers.UvicornWorker')
 LONG_PATH = '/status/404/' + 'segment-' * 500
@@ -57,7 +67,7 @@ def test_access_and_error_lines(tmp_path, worker_class, pipeline):
         ((socket.AF_UNIX, str(sock)), http('GET /status/200?via=unix HTTP/1.1')),
         (ipv4, http('GET / HTTP/1.1', 'X-Forwarded-For: 203.0.113.7')),
         (ipv4, http('GET / HTTP/1.1', 'X-Forwarded-For: 2001:db8::7')),
-        (ipv4, http('GET /caf%C3%A9/x%20y?q=%22z%22 HTTP/1.1')),
+        (ipv4, http('GET /%E6%97%A5%E6%9C%AC/x%20y?q=%22z%22 HTTP/1.1')),
         (ipv4, http(f'GET {LONG_PATH} HTTP/1.1')),
         (ipv4, http('POST /status/201 HTTP/1.1')),
         (ipv4, http('DELETE /status/503 HTTP/1.0')),
@@ -91,7 +101,7 @@ def test_access_and_error_lines(tmp_path, worker_class, pipeline):
         (None, 'GET', '/status/200?via=unix', '1.1', 200, 'info'),
         ('203.0.113.7', 'GET', '/', '1.1', 200, 'info'),
         ('2001:db8::7', 'GET', '/', '1.1', 200, 'info'),
-        ('127.0.0.1', 'GET', '/caf%C3%A9/x%20y?q=%22z%22', '1.1', 404, 'warn'),
+        ('127.0.0.1', 'GET', '/%E6%97%A5%E6%9C%AC/x%20y?q=%22z%22', '1.1', 404, 'warn'),
         ('127.0.0.1', 'GET', LONG_PATH, '1.1', 404, 'warn'),
         ('127.0.0.1', 'POST', '/status/201', '1.1', 201, 'info'),
         ('127.0.0.1', 'DELETE', '/status/503', '1.0', 503, 'error'),
@@ -125,12 +135,7 @@ def test_application_that_fails_to_start(tmp_path, worker_class, pipeline):
     server = Gunicorn(
         tmp_path, workers=1, app='fastapi_app:failing_app', workers_packages=True, args=['-k', worker_class]
     )
-    try:
-        server.start(wait=False)
-        wait_for(lambda: server.proc.poll() is not None, 30, 'the master to give up')
-    finally:
-        server.stop()
-    logs = run(pipeline, server.error_log, 'gunicorn.error')
+    logs = logs_of_a_server_that_gives_up(pipeline, server)
     [failed] = with_event(logs, 'asgi_startup_failed')
     assert failed.status == 'error'
     before = logs[logs.index(failed) - 1]

@@ -93,8 +93,8 @@ def check_run(check, aggregator, dd_run_check, sent: dict) -> bool:
 def test_what_each_source_gives(worker_class, gunicorn, listener, make_check, aggregator, dd_run_check):
     expected = readme_rows()[worker_class]
     how = CLASSES[worker_class]
-    # A short graceful timeout: the request held open below must not hold the server's stop.
-    args = [*how.get('args', []), '--statsd-host', listener.address, '--graceful-timeout', '1']
+    # The request held open below must neither be timed out while the check runs nor hold the server's stop.
+    args = [*how.get('args', []), '--statsd-host', listener.address, '--timeout', '120', '--graceful-timeout', '1']
     server = gunicorn(workers=1, app=how.get('app', 'app:app'), args=args, workers_packages=True)
     for path, status in REQUESTS:
         assert get(server.port, path) == status

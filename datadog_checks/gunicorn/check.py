@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datadog_checks.base import AgentCheck
+from datadog_checks.base import AgentCheck, ConfigurationError
 
 from .collectors.containers import ContainerTags, group_by_tags
 from .collectors.cpu import CpuSampler
@@ -11,7 +11,7 @@ from .collectors.resources import ResourceTracker, Usage
 from .collectors.saturation import SaturationCollector, SaturationReport, control_socket_hints
 from .collectors.working import WorkerCounts
 from .config_models import ConfigMixin
-from .configuration import Reads, procfs_root, require_trusted_provider_support
+from .configuration import Reads, one_line_error, procfs_root, require_trusted_provider_support, unknown_options
 from .messages import bounded, control_socket_problem, explain_missing, no_workers_message, titles_missing_message
 from .sources.control_socket.client import ControlSocketError
 from .sources.control_socket.monitor import ControlSocketMonitor, Health
@@ -25,13 +25,28 @@ class GunicornCheck(AgentCheck, ConfigMixin):
     SERVICE_CHECK = 'is_running'
 
     def __init__(self, name, init_config, instances):
-        super().__init__(name, init_config, instances)
+        try:
+            super().__init__(name, init_config, instances)
+        except ConfigurationError as exc:  # the base refuses a metric_patterns of the wrong shape here
+            raise ConfigurationError(one_line_error(str(exc), (instances or [{}])[0])) from None
+        self._config_warnings: list[str] = []
         self._version_for: ProcessKey | None = None
         self._untitled_reported = False
         self._last_app: str | None = None  # with only a pid file, the name the master was last seen with
         # Before the models load: on a base too old for them, say so rather than fail inside them.
         self.check_initializations.appendleft(require_trusted_provider_support)
         self.check_initializations.append(self._configure)
+
+    def load_configuration_models(self, package_path=None):
+        try:
+            super().load_configuration_models(package_path)
+        except ConfigurationError as exc:
+            raise ConfigurationError(one_line_error(str(exc), self.instance or {})) from None
+        # Said on every run: `datadog-agent status` shows the warnings of the last run only.
+        self._config_warnings = [
+            *unknown_options('init_config', self.init_config or {}, type(self.shared_config).model_fields),
+            *unknown_options('this instance', self.instance or {}, type(self.config).model_fields),
+        ]
 
     def _configure(self) -> None:
         # A name given as a factory call is matched and tagged without its arguments, as titles are (redaction.py).
@@ -62,6 +77,8 @@ class GunicornCheck(AgentCheck, ConfigMixin):
                 collector.close()
 
     def check(self, _):
+        for warning in self._config_warnings:
+            self.warning(warning)
         self._procfs.release_unused()  # the files of processes the last run no longer looked at
         trees = self._discovery.trees()
         self._last_app = self._app or next((t.app for t in trees if t.app), self._last_app)

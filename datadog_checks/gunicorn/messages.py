@@ -133,14 +133,24 @@ def control_socket_problem(
     lost = 'no control-socket metrics for %s' % master
     if isinstance(telling, WrongMaster):
         same_app = [t for t in trees if t.master.pid == telling.answering_pid and t is not tree]
-        if same_app:
+        if same_app and configured:
             return bounded(
                 '%s: its control socket %s is answered by master %d of the same app. One control_socket reaches one '
                 "master: remove the option and %s; the check finds each master's socket."
                 % (lost, telling.path, telling.answering_pid, _OWN_SOCKET_FIX % 'master')
             )
+        if same_app:
+            return bounded(
+                '%s: its control socket %s is answered by master %d of the same app: the two masters share one path. '
+                '%s.' % (lost, telling.path, telling.answering_pid, (_OWN_SOCKET_FIX % 'master').capitalize())
+            )
         who = 'pid %s' % telling.answering_pid if telling.answering_pid else 'another process'
         app = ' of app %s' % _name(telling.app) if telling.app else ''
+        if configured:
+            return bounded(
+                '%s: control_socket %s is answered by %s%s, not by this master: set control_socket to the socket '
+                "this application's masters were started with (--control-socket)." % (lost, telling.path, who, app)
+            )
         return bounded(
             "%s: its control socket %s is answered by %s%s. Two applications share one path (Gunicorn's default "
             'for one HOME or XDG_RUNTIME_DIR): %s.' % (lost, telling.path, who, app, _OWN_SOCKET_FIX % 'application')

@@ -50,7 +50,11 @@ def test_drift_is_detected(tmp_path, monkeypatch):
         ({'proc_name': 'a', 'cpu_sample_interval': 'fast'}, 'cpu_sample_interval', 'number'),
         ({'proc_name': 'a', 'tags': 'team:web'}, 'tags', 'write `tags: [team:web]`'),
         ({'proc_name': 'a', 'tags': {'a': 1}}, 'tags', 'must be a list of tags'),
-        ({'pid_file': 'web3.pid'}, 'pid_file', "must be an absolute path, got 'web3.pid': Gunicorn's --pid is relative"),
+        (
+            {'pid_file': 'web3.pid'},
+            'pid_file',
+            "must be an absolute path, got 'web3.pid': Gunicorn's --pid is relative",
+        ),
         ({'proc_nmae': 'web'}, 'proc_nmae', 'did you mean `proc_name`?'),
         ({'proc_name': 'a', 'service': ['x']}, 'service', 'must be a string'),
         ({'proc_name': 'a', 'bind': ['localhost:8000']}, 'bind', 'not a literal IP address'),

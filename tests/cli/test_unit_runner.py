@@ -79,7 +79,10 @@ def test_an_unreadable_conf(tmp_path):
 @pytest.mark.parametrize(
     'instance, problem',
     [
-        ('proc_name: web\n    metric_patterns: {include: gunicorn.workers}', 'metric_patterns: `include` must be a list'),
+        (
+            'proc_name: web\n    metric_patterns: {include: gunicorn.workers}',
+            'metric_patterns: `include` must be a list',
+        ),
         ('pid_file: web3.pid', "pid_file must be an absolute path, got 'web3.pid'"),
         ('proc_name: web\n    tags: env:prod', 'tags must be a list of tags'),
     ],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import itertools
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from ..sources.control_socket.client import ControlSocketError, SocketMissing, S
 from ..sources.pidfile import PidFiles
 from ..sources.procfs import ProcError, ProcFS
 from ..sources.redaction import app_name, redacted_command
+from ..sources.version import VersionError, installed_version
 
 CAP_SYS_PTRACE = 19  # include/uapi/linux/capability.h
 LOG = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ class MasterReport:
     upgrade_masters: int
     dirty_workers: int
     worker_class: str
+    version: str
     control_socket: str
     command: str | None  # redacted; only for masters without titles (a titled master's argv is its title)
     pid_file: str | None  # absolute, in the master's mount namespace; None when unknown or not resolvable
@@ -136,7 +139,8 @@ def _report(procfs: ProcFS, master: Master, tree: AppTree, configured: str | Non
     uid = _uid(procfs, master.stat.pid)
     command = master.command
     fds = _read_fds(procfs, master.stat.pid)
-    socket = control_socket_state(procfs, tree, uid, configured, fds)
+    version, version_text = _version(procfs, master)
+    socket = control_socket_state(procfs, tree, uid, configured, fds, version)
     report = MasterReport(
         pid=master.stat.pid,
         name=master.name,
@@ -147,6 +151,7 @@ def _report(procfs: ProcFS, master: Master, tree: AppTree, configured: str | Non
         dirty_workers=len(tree.dirty_workers),
         worker_class=_worker_class(master),
         control_socket=socket.text,
+        version=version_text,
         command=redacted_command(command.argv, max_chars=4000) if command is not None else None,
         pid_file=None,
         starting=tree.starting,
@@ -158,6 +163,16 @@ def _report(procfs: ProcFS, master: Master, tree: AppTree, configured: str | Non
     if command is not None and command.pid_file:
         report.pid_file = _absolute_pid_file(procfs, master.stat.pid, command.pid_file, report.notes)
     return report
+
+
+def _version(procfs: ProcFS, master: Master) -> tuple[str | None, str]:
+    """The Gunicorn version as the check reads it (its installation, no command run), and how it was found."""
+    try:
+        argv = master.command.argv if master.command is not None else ()
+        version = installed_version(procfs, master.stat.pid, argv)
+    except VersionError as exc:
+        return None, 'unknown: %s (the check then runs `gunicorn --version`, or the `gunicorn` option)' % exc
+    return version, '%s (from its installation)' % version
 
 
 def _read_fds(procfs: ProcFS, pid: int) -> bool:
@@ -198,6 +213,17 @@ def _worker_class(master: Master) -> str:
     return 'sync (the default)'
 
 
+CONTROL_SOCKET_RELEASE = (25, 1)
+
+
+def _release(version: str) -> tuple[int, ...]:
+    numbers = []
+    for part in version.split('.')[:2]:
+        digits = ''.join(itertools.takewhile(str.isdigit, part))
+        numbers.append(int(digits) if digits else 0)
+    return tuple(numbers)
+
+
 @dataclass
 class SocketState:
     text: str
@@ -206,9 +232,16 @@ class SocketState:
 
 
 def control_socket_state(
-    procfs: ProcFS, tree: AppTree, uid: int | None, configured: str | None, fds: bool = True
+    procfs: ProcFS,
+    tree: AppTree,
+    uid: int | None,
+    configured: str | None,
+    fds: bool = True,
+    version: str | None = None,
 ) -> SocketState:
     """The control socket the check would use for this master, as the check finds and verifies it, in words."""
+    if version is not None and _release(version) < CONTROL_SOCKET_RELEASE:
+        return SocketState('none: Gunicorn %s has no control socket (it came with 25.1)' % version)
     if uid is None:
         return SocketState("unknown (the master's /proc/PID/status is not readable)")
     state = _verify(procfs, tree, uid, configured, fds)
@@ -412,6 +445,7 @@ def render(d: Diagnosis) -> str:
             workers += '; %d dirty workers' % m.dirty_workers
         out.append('      workers: %s' % workers)
         out.append('      worker class: %s' % m.worker_class)
+        out.append('      version: %s' % m.version)
         out.append('      control socket: %s' % m.control_socket)
         out.append('      titles: %s' % _titles(m))
         if m.command:
@@ -524,6 +558,12 @@ def _instance(name: str | None, masters: list[MasterReport], d: Diagnosis) -> li
                 '# I/O count as idle.',
                 '# bind: [127.0.0.1:8000]',
             ]
+    if any(m.version.startswith('unknown') for m in masters):
+        lines += [
+            "# This user cannot read the master's installation for the version metadata: name the application's",
+            '# gunicorn (the check then warns no more).',
+            '# gunicorn: /srv/app/venv/bin/gunicorn',
+        ]
     if not master.titled:
         lines.append(
             '# Found by its command line: install setproctitle in its environment to make discovery cheaper and exact.'

@@ -412,7 +412,7 @@ def test_a_factory_calls_arguments_never_leave_the_host(
     assert 'proc_name app:make_app: found master %d.' % server.master_pid in done.stdout
     if not titled:
         assert 'app:make_app(...)' in master_section(done.stdout, server.master_pid)  # the command line, redacted
-    assert 'proc_name: app:make_app\n' in done.stdout  # the suggested conf.yaml
+    assert '- proc_name: "app:make_app"\n' in done.stdout  # the suggested conf.yaml
 
 
 # 7. A name longer than any message

@@ -316,7 +316,7 @@ def _reacher(procfs: ProcFS, pid: int) -> Callable[[str], str]:
     same path when the master has this process's root; else through /proc/PID/root when this process may follow it
     (ptrace-level access), else under the host's root as the Agent mounts it (/host for /host/proc). Whether the roots
     are shared is looked at once for all of a master's candidates."""
-    shared = _shares_root(procfs, pid)
+    shared = procfs.shares_root(pid)
     if shared:
         return lambda path: path
     prefixes = [procfs.host_root, ''] if shared is None else [procfs.path(pid, 'root')]
@@ -332,16 +332,6 @@ def _reacher(procfs: ProcFS, pid: int) -> Callable[[str], str]:
         return tried[0]
 
     return reach
-
-
-def _shares_root(procfs: ProcFS, pid: int) -> bool | None:
-    """Whether the master's root directory is this process's (None when /proc/PID/root may not be followed)."""
-    try:
-        theirs = os.stat(procfs.path(pid, 'root'))
-        ours = os.stat('/')
-    except OSError:
-        return None
-    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
 
 
 # Which master answers

@@ -40,3 +40,16 @@ def test_a_socket_answered_by_another_app_at_a_guessed_path_is_not_warned_about(
     error = answered_by(300, 'billing', own=False)
     assert isinstance(error.telling, SocketMissing) and not error.tied
     assert control_socket_problem(error, web, [web], configured=False) is None
+
+
+def test_a_whole_title_or_a_module_without_its_callable_gets_a_did_you_mean():
+    from datadog_checks.gunicorn.collectors.discovery import Sightings
+    from datadog_checks.gunicorn.messages import closest_names, explain_missing
+
+    names = ['shop-api', 'web3:application', 'billing']
+    assert closest_names('gunicorn: master [shop-api]', names) == ['shop-api']
+    assert closest_names('web3', names) == ['web3:application']
+    assert closest_names('shop-apj', names) == ['shop-api']
+    seen = Sightings()
+    seen.titled['web3:application'] = [100]
+    assert 'Did you mean `web3:application`?' in explain_missing('web3', seen)

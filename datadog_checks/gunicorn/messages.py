@@ -9,6 +9,7 @@ proc_name must not make a 50,000-character service check. Names are already reda
 from __future__ import annotations
 
 import difflib
+import re
 
 from .collectors.discovery import AppTree, Sightings
 from .sources.control_socket.client import ControlSocketError, ProtocolError
@@ -74,6 +75,19 @@ def no_workers_message(app: str | None, trees: list[AppTree]) -> str:
     return bounded('0 working and 0 idle workers for %s: master %s has no workers' % (_name(app), masters))
 
 
+_TITLE = re.compile(r'^\s*gunicorn:\s*master\s*\[(.*)\]\s*$')
+
+
+def closest_names(wanted: str, names: list[str]) -> list[str]:
+    """The names a user most likely meant: the inside of a whole title pasted as the name, an application module
+    given without its `:callable` (`web3` for `web3:application`), then names spelled alike."""
+    title = _TITLE.match(wanted)
+    if title and title.group(1) in names:
+        return [title.group(1)]
+    module = [n for n in names if n.split(':', 1)[0] == wanted]
+    return module[:3] or difflib.get_close_matches(wanted, names, n=3, cutoff=0.6)
+
+
 def what_was_seen(app: str | None, seen: Sightings, hidepid: str | None) -> list[str]:
     if seen.unreadable_root:
         return [
@@ -83,7 +97,7 @@ def what_was_seen(app: str | None, seen: Sightings, hidepid: str | None) -> list
     parts = []
     names = sorted(set(seen.titled) | set(seen.untitled))
     if names:
-        close = difflib.get_close_matches(app or '', names, n=3, cutoff=0.6)
+        close = closest_names(app or '', names)
         listed = close or names[:MAX_NAMES]
         described = ', '.join('`%s`%s' % (_name(n), '' if n in seen.titled else ' (no title)') for n in listed)
         if close:

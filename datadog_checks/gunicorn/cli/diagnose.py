@@ -12,7 +12,6 @@ messages.explain_missing is the short form of the same facts that the check puts
 from __future__ import annotations
 
 import argparse
-import difflib
 import itertools
 import json
 import logging
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ..collectors.discovery import AppTree, Discovery, Master, Sightings, walk
 from ..configuration import DEFAULT_PROCFS_ROOT
-from ..messages import SETPROCTITLE_HINT, explain_missing, what_was_seen
+from ..messages import SETPROCTITLE_HINT, closest_names, explain_missing, what_was_seen
 from ..sources.control_socket import locate
 from ..sources.control_socket.client import ControlSocketError, SocketMissing, SocketPermissionDenied
 from ..sources.pidfile import PidFiles
@@ -503,7 +502,7 @@ def suggested_config(d: Diagnosis) -> str:
     comments = []
     chosen: list[MasterReport] = d.matched or d.masters
     if d.requested_name is not None and not d.matched and d.masters:
-        close = difflib.get_close_matches(d.requested_name, [m.name or '' for m in d.masters], n=1, cutoff=0.6)
+        close = closest_names(d.requested_name, [m.name or '' for m in d.masters])[:1]
         chosen = [m for m in d.masters if close and m.name == close[0]] or d.masters
         comments.append(
             '# No master is named %s; %s:'

@@ -88,7 +88,10 @@ def load_config(path: str) -> tuple[dict, list[dict]]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, 'problem_mark', None)
         where = ' at line %d' % (mark.line + 1) if mark is not None else ''
-        raise ConfError('%s: not valid YAML%s' % (path, where)) from None
+        raise ConfError(
+            '%s: not valid YAML%s (a value holding `: `, `[` or `#`, such as a whole process title, must be quoted)'
+            % (path, where)
+        ) from None
     except OSError as exc:
         raise ConfError('%s: %s' % (path, exc.strerror or type(exc).__name__)) from None
     if not isinstance(config, dict) or not isinstance(config.get('instances'), list) or not config['instances']:

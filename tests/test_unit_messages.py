@@ -53,3 +53,14 @@ def test_a_whole_title_or_a_module_without_its_callable_gets_a_did_you_mean():
     seen = Sightings()
     seen.titled['web3:application'] = [100]
     assert 'Did you mean `web3:application`?' in explain_missing('web3', seen)
+
+
+def test_a_pid_file_that_finds_nothing_keeps_the_configured_tags_on_the_service_check(aggregator, dd_run_check):
+    from datadog_checks.base import AgentCheck
+    from datadog_checks.gunicorn import GunicornCheck
+
+    check = GunicornCheck('gunicorn', {}, [{'pid_file': '/nonexistent/web3.pid', 'tags': ['team:web']}])
+    dd_run_check(check)
+    (sc,) = aggregator.service_checks('gunicorn.is_running')
+    assert (sc.status, sc.tags) == (AgentCheck.CRITICAL, ['team:web'])
+    assert '?.' not in sc.message

@@ -39,7 +39,9 @@ def explain_missing(
     parts = []
     if pid_file_problem is not None:
         problem = str(pid_file_problem).rstrip('.')
-        parts.append('No Gunicorn master found through pid_file: %s%s' % (problem, '' if problem.endswith('?') else '.'))
+        parts.append(
+            'No Gunicorn master found through pid_file: %s%s' % (problem, '' if problem.endswith('?') else '.')
+        )
     if app is not None:
         parts.append(
             'No gunicorn process with name %s found, skipping worker metrics: no process is titled '

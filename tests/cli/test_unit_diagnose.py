@@ -188,3 +188,10 @@ def test_explain_missing_short_forms():
     assert text.startswith('No Gunicorn master found through pid_file: pid file /run/web.pid is stale: x.')
     assert 'diagnose --pid-file /run/web.pid' in text
     assert "--proc-name 'my app'" in explain_missing('my app', Sightings())
+
+
+def test_a_relative_pid_file_is_refused_as_the_check_refuses_it(tmp_path, fake):
+    titled(fake, 100, 'web')
+    d = diagnose(procfs(tmp_path), pid_file='web3.pid')
+    assert not d.ok
+    assert 'pid file web3.pid: a relative pid_file is refused by the check' in render(d)

@@ -118,7 +118,14 @@ def diagnose(
         return result
     discovery = Discovery(procfs, None, LOG)
     masters, result.sightings = walk(procfs, LOG, lambda name: True, untitled='always')
-    if pid_file:
+    if pid_file and not os.path.isabs(pid_file):
+        # The check refuses it: the Agent would resolve it in its own directory, not in the master's.
+        result.pid_file_problem = (
+            "a relative pid_file is refused by the check: Gunicorn's --pid is relative to the master's working "
+            "directory, not the Agent's; give its absolute path (the masters below show it when their command line "
+            'does)'
+        )
+    elif pid_file:
         found = PidFiles(procfs, pid_file, LOG, expected_name=proc_name).masters()
         result.pid_file_masters = [m.stat.pid for m in found.masters]
         result.pid_file_problem = str(found.problem) if found.problem else None

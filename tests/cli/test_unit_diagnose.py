@@ -195,3 +195,10 @@ def test_a_relative_pid_file_is_refused_as_the_check_refuses_it(tmp_path, fake):
     d = diagnose(procfs(tmp_path), pid_file='web3.pid')
     assert not d.ok
     assert 'pid file web3.pid: a relative pid_file is refused by the check' in render(d)
+
+
+def test_heartbeat_ages_are_not_said_to_need_the_fds(tmp_path, fake):
+    # Without ptrace-level access the control socket still gives them.
+    titled(fake, 100, 'web')
+    (fd,) = [s for s in diagnose(procfs(tmp_path), 'web').sources if s.what == '/proc/PID/fd']
+    assert fd.feeds.startswith('worker heartbeat age without the control socket;')

@@ -12,7 +12,7 @@ from datadog_checks.base import AgentCheck
 from datadog_checks.dev.utils import get_metadata_metrics, get_service_checks
 from datadog_checks.gunicorn.sources import version as version_module
 
-from .common import cpu_ns, instance_for, run_once, wait_for
+from .common import as_nobody, cpu_ns, instance_for, run_once, wait_for
 from .gunicorn_env import GUNICORN_VERSIONS, NEWEST
 
 pytestmark = pytest.mark.integration
@@ -210,3 +210,42 @@ def test_init_config_gunicorn_is_used_when_the_instance_has_none(gunicorn, make_
     check = make_check({'proc_name': server.name}, {'gunicorn': str(server.venv / 'bin' / 'gunicorn')})
     dd_run_check(check)
     datadog_agent.assert_metadata('gunicorn:test', {'version.raw': server.version})
+
+
+@pytest.mark.parametrize('titled', [True, False], ids=['titled', 'untitled'])
+@ALL_VERSIONS
+def test_the_version_comes_from_the_masters_installation_without_a_subprocess(
+    version, titled, gunicorn, make_check, aggregator, dd_run_check, datadog_agent, monkeypatch
+):
+    if os.geteuid() != 0 and titled:
+        pytest.skip("a titled master's installation is found from /proc/PID/maps: ptrace-level access")
+    server = gunicorn(version=version, workers=1, setproctitle=titled)
+    # No `gunicorn` option, and no command may run: the version is read from the master's own dist-info.
+    monkeypatch.setattr(version_module.subprocess, 'run', lambda *a, **k: pytest.fail('ran %s' % (a,)))
+    check = make_check({'proc_name': server.name})
+    run_once(dd_run_check, aggregator, check)
+    assert not [w for w in check.get_warnings() if 'version' in w]
+    datadog_agent.assert_metadata('gunicorn:test', {'version.raw': version})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='needs root to become nobody')
+def test_a_version_that_cannot_be_found_is_one_warning_per_master(gunicorn):
+    server = gunicorn(workers=1)  # titled: without ptrace-level access its installation is not visible
+
+    def runs() -> list[list[str]]:
+        import os as os_module
+
+        from datadog_checks.gunicorn import GunicornCheck
+
+        os_module.environ['PATH'] = '/nonexistent'  # and no gunicorn on the Agent's PATH
+        check = GunicornCheck('gunicorn', {}, [{'proc_name': server.name}])
+        said = []
+        for _ in range(2):
+            check.run()
+            said.append([w for w in check.get_warnings() if 'version' in w])
+        return said
+
+    first, second = as_nobody(runs)
+    assert second == [] and len(first) == 1, (first, second)
+    assert first[0].startswith('No Gunicorn version metadata for master %d: ' % server.master_pid), first
+    assert 'Set the `gunicorn` option' in first[0] and 'ptrace-level access' in first[0], first

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from datadog_checks.base import AgentCheck
@@ -123,3 +125,23 @@ def test_version_errors_are_reported_not_raised(tmp_path):
     script.chmod(0o755)
     with pytest.raises(version.VersionError, match='cannot run'):
         version.read_version(str(script), timeout=0.2)
+
+
+def test_the_installed_version_is_read_in_the_masters_root_without_following_links(tmp_path, monkeypatch):
+    from datadog_checks.gunicorn.sources.procfs import ProcFS
+
+    root = tmp_path / 'root'
+    site = root / 'venv' / 'lib' / 'python3.13' / 'site-packages'
+    site.mkdir(parents=True)
+    (site / 'gunicorn-27.0.1.dist-info').mkdir()
+    procfs = ProcFS(str(tmp_path / 'proc'))
+    monkeypatch.setattr(ProcFS, 'shares_root', lambda self, pid: False)
+    monkeypatch.setattr(ProcFS, 'path', lambda self, pid, *parts: str(root) if parts == ('root',) else 'x')
+    monkeypatch.setattr(ProcFS, 'read_mapped_paths', lambda self, pid: [])
+    argv = ['/venv/bin/python3.13', '/venv/bin/gunicorn', 'app:app']
+    assert version.installed_version(procfs, 100, argv) == '27.0.1'
+    # A link inside the master's root that points out of it (an absolute link resolves against the Agent's root).
+    (root / 'venv2' / 'lib').mkdir(parents=True)
+    os.symlink(str(site.parent), root / 'venv2' / 'lib' / 'python3.13')
+    with pytest.raises(version.VersionError, match='no gunicorn'):
+        version.installed_version(procfs, 100, ['/venv2/bin/python3.13', 'app:app'])

@@ -55,7 +55,9 @@ def run(check, dd_run_check, aggregator):
 
 
 def make(instance):
-    check = GunicornCheck('gunicorn', {}, [{'cpu_sample_interval': 0.001, 'gunicorn': '/nonexistent', **instance}])
+    # A version command that runs no Gunicorn: the fake masters have no installation to read.
+    version = 'echo gunicorn (version 27.0.1)'
+    check = GunicornCheck('gunicorn', {}, [{'cpu_sample_interval': 0.001, 'gunicorn': version, **instance}])
     check.check_id = 'gunicorn:test'
     return check
 

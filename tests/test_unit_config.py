@@ -48,12 +48,21 @@ def test_drift_is_detected(tmp_path, monkeypatch):
         ({'proc_name': 'a', 'cpu_sample_interval': 1.5}, 'cpu_sample_interval', 'greater than 0 and at most 1'),
         ({'proc_name': 'a', 'cpu_sample_interval': -1}, 'cpu_sample_interval', 'greater than 0 and at most 1'),
         ({'proc_name': 'a', 'cpu_sample_interval': 'fast'}, 'cpu_sample_interval', 'number'),
-        ({'proc_name': 'a', 'tags': 'team:web'}, 'tags', 'tuple'),
+        ({'proc_name': 'a', 'tags': 'team:web'}, 'tags', 'write `tags: [team:web]`'),
+        ({'proc_name': 'a', 'tags': {'a': 1}}, 'tags', 'must be a list of tags'),
+        (
+            {'pid_file': 'web3.pid'},
+            'pid_file',
+            "must be an absolute path, got 'web3.pid': Gunicorn's --pid is relative",
+        ),
+        ({'proc_nmae': 'web'}, 'proc_nmae', 'did you mean `proc_name`?'),
+        ({'proc_name': 'a', 'service': ['x']}, 'service', 'must be a string'),
         ({'proc_name': 'a', 'bind': ['localhost:8000']}, 'bind', 'not a literal IP address'),
         ({'proc_name': 'a', 'bind': ['127.0.0.1']}, 'bind', 'no port'),
         ({'proc_name': 'a', 'bind': ['fd://3']}, 'bind', 'unsupported scheme'),
         ({'proc_name': 'a', 'bind': [8000]}, 'bind', 'as strings'),
         ({'proc_name': 'a', 'bind': []}, 'bind', 'list of addresses'),
+        ({'proc_name': 'a', 'bind': 8000}, 'bind', 'an address or a list of addresses'),
     ],
 )
 def test_bad_options_name_the_option(instance, option, hint, dd_run_check):
@@ -61,6 +70,39 @@ def test_bad_options_name_the_option(instance, option, hint, dd_run_check):
     with pytest.raises(Exception, match='ConfigurationError') as info:
         dd_run_check(check)
     assert option in str(info.value) and hint in str(info.value)
+
+
+@pytest.mark.parametrize(
+    'instance',
+    [
+        {'pid_file': 'web3.pid'},
+        {'proc_name': 'a', 'tags': 'env:prod', 'cpu_sample_interval': 3},
+        {'proc_name': 'a', 'metric_patterns': {'include': 'gunicorn.workers'}},
+    ],
+)
+def test_every_configuration_error_is_one_line_without_the_models_header(instance):
+    with pytest.raises(ConfigurationError) as info:
+        GunicornCheck('gunicorn', {}, [instance]).load_configuration_models()
+    message = str(info.value)
+    assert '\n' not in message and 'Detected' not in message and 'Input should be' not in message, message
+    assert any(option in message for option in instance if option != 'proc_name'), message
+
+
+def test_unknown_options_are_a_warning_on_every_run_naming_the_closest_option(dd_run_check):
+    check = GunicornCheck(
+        'gunicorn',
+        {'gunicron': '/venv/bin/gunicorn'},
+        [{'proc_name': 'no-such-app', 'cpu_sample_intervall': 0.2, 'controll_socket': '/x', 'zzz': 1}],
+    )
+    for _ in range(2):
+        dd_run_check(check)
+        warnings = [w for w in check.get_warnings() if w.startswith('unknown option')]
+        assert warnings == [
+            'unknown option `gunicron` in init_config is ignored: did you mean `gunicorn`?',
+            'unknown option `cpu_sample_intervall` in this instance is ignored: did you mean `cpu_sample_interval`?',
+            'unknown option `controll_socket` in this instance is ignored: did you mean `control_socket`?',
+            'unknown option `zzz` in this instance is ignored: the options are listed in conf.yaml.example',
+        ]
 
 
 def test_configuration_error_type(aggregator):

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from datadog_checks.base import AgentCheck
+from datadog_checks.base import AgentCheck, ConfigurationError
 
 from .collectors.containers import ContainerTags, group_by_tags
 from .collectors.cpu import CpuSampler
 from .collectors.discovery import AppTree, Discovery
 from .collectors.resources import ResourceTracker, Usage
 from .collectors.saturation import SaturationCollector, SaturationReport, control_socket_hints
+from .collectors.version import VersionReader
 from .collectors.working import WorkerCounts
 from .config_models import ConfigMixin
-from .configuration import Reads, procfs_root, require_trusted_provider_support
+from .configuration import Reads, one_line_error, procfs_root, require_trusted_provider_support, unknown_options
 from .messages import bounded, control_socket_problem, explain_missing, no_workers_message, titles_missing_message
 from .sources.control_socket.client import ControlSocketError
 from .sources.control_socket.monitor import ControlSocketMonitor, Health
 from .sources.procfs import ProcessKey, ProcFS, held_files_limit
 from .sources.redaction import app_name
-from .sources.version import VersionError, read_version
 
 
 class GunicornCheck(AgentCheck, ConfigMixin):
@@ -25,13 +25,27 @@ class GunicornCheck(AgentCheck, ConfigMixin):
     SERVICE_CHECK = 'is_running'
 
     def __init__(self, name, init_config, instances):
-        super().__init__(name, init_config, instances)
-        self._version_for: ProcessKey | None = None
+        try:
+            super().__init__(name, init_config, instances)
+        except ConfigurationError as exc:  # the base refuses a metric_patterns of the wrong shape here
+            raise ConfigurationError(one_line_error(str(exc), (instances or [{}])[0])) from None
+        self._config_warnings: list[str] = []
         self._untitled_reported = False
         self._last_app: str | None = None  # with only a pid file, the name the master was last seen with
         # Before the models load: on a base too old for them, say so rather than fail inside them.
         self.check_initializations.appendleft(require_trusted_provider_support)
         self.check_initializations.append(self._configure)
+
+    def load_configuration_models(self, package_path=None):
+        try:
+            super().load_configuration_models(package_path)
+        except ConfigurationError as exc:
+            raise ConfigurationError(one_line_error(str(exc), self.instance or {})) from None
+        # Said on every run: `datadog-agent status` shows the warnings of the last run only.
+        self._config_warnings = [
+            *unknown_options('init_config', self.init_config or {}, type(self.shared_config).model_fields),
+            *unknown_options('this instance', self.instance or {}, type(self.config).model_fields),
+        ]
 
     def _configure(self) -> None:
         # A name given as a factory call is matched and tagged without its arguments, as titles are (redaction.py).
@@ -39,10 +53,11 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         self._pid_file = self.config.pid_file
         self._instance_tags = list(self.config.tags or ())
         # An instance setting wins over init_config; the model fills in a default, so look at what was written.
-        self._gunicorn_cmd = self.instance.get('gunicorn') or self.shared_config.gunicorn or 'gunicorn'
+        gunicorn = self.instance.get('gunicorn') or (self.init_config or {}).get('gunicorn')
         # The masters' and workers' stat and schedstat files stay open between runs (see ProcFS).
         self._procfs = procfs = ProcFS(procfs_root(), max_held=held_files_limit())
         self._discovery = Discovery(procfs, self._app, self.log, pid_file=self._pid_file)
+        self._version = VersionReader(procfs, self.log, gunicorn)
         self._containers = ContainerTags(procfs, self.log)
         self._sampler = CpuSampler(procfs, self.log)
         # Usage history (CPU deltas, worker churn) is kept per tag set: each container's masters have their own.
@@ -62,6 +77,8 @@ class GunicornCheck(AgentCheck, ConfigMixin):
                 collector.close()
 
     def check(self, _):
+        for warning in self._config_warnings:
+            self.warning(warning)
         self._procfs.release_unused()  # the files of processes the last run no longer looked at
         trees = self._discovery.trees()
         self._last_app = self._app or next((t.app for t in trees if t.app), self._last_app)
@@ -238,14 +255,8 @@ class GunicornCheck(AgentCheck, ConfigMixin):
 
     @AgentCheck.metadata_entrypoint
     def _collect_version(self, trees: list[AppTree]) -> None:
-        # `gunicorn --version` starts a Python interpreter (~100 ms): run it once per master, not once per run.
-        master = min(trees, key=lambda t: t.master.pid).master.key
-        if master == self._version_for:
-            return
-        self._version_for = master
-        try:
-            version = read_version(self._gunicorn_cmd)
-        except VersionError as exc:
-            self.log.debug('Cannot read the Gunicorn version: %s', exc)
-            return
-        self.set_metadata('version', version)
+        found = self._version.read(trees)  # once per master: reading it costs file reads or a subprocess
+        if found is not None and found.warning:
+            self.warning(found.warning)
+        if found is not None and found.version:
+            self.set_metadata('version', found.version)

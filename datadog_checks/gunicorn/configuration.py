@@ -8,9 +8,12 @@ socket tables are later compared with.
 
 from __future__ import annotations
 
+import difflib
+import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from datadog_checks.base import ConfigurationError
 from datadog_checks.base.utils.models import validation
@@ -42,6 +45,79 @@ def require_trusted_provider_support() -> None:
 def procfs_root() -> str:
     """The proc root the Agent is configured with (`procfs_path`, e.g. /host/proc in a container)."""
     return (datadog_agent.get_config('procfs_path') or DEFAULT_PROCFS_ROOT).rstrip('/') or DEFAULT_PROCFS_ROOT
+
+
+# What a wrong value should look like, for the errors whose wording comes from pydantic rather than a validator.
+_EXPECTED = {
+    'tags': 'a list of tags, for example `tags: [env:prod, team:web]`',
+    'metric_patterns': 'a mapping with `include` and/or `exclude` lists of regular expressions',
+    'service': 'a string',
+    'min_collection_interval': 'a number of seconds',
+    'empty_default_hostname': 'true or false',
+    'disable_generic_tags': 'true or false',
+    'gunicorn': 'a command, for example /srv/app/venv/bin/gunicorn',
+    'control_socket': 'the absolute path of the control socket',
+}
+_BASE_ERROR = re.compile(r'Detected \d+ errors? while loading configuration model `\w+`:\n')
+_PATTERNS_ERROR = re.compile(r'Setting `(include|exclude)` of `metric_patterns` must be an array')
+
+
+def one_line_error(message: str, options: Mapping[str, Any]) -> str:
+    """A configuration error in one line that names each option, what was given and what to write.
+
+    datadog-checks-base words a model's errors as a header then `option` / `  message` line pairs, and refuses a
+    `metric_patterns` of the wrong shape with its own sentence; both are rewritten here.
+    """
+    patterns = _PATTERNS_ERROR.search(message)
+    if patterns:
+        key = patterns.group(1)
+        given = (
+            (options.get('metric_patterns') or {}).get(key)
+            if isinstance(options.get('metric_patterns'), dict)
+            else None
+        )
+        return (
+            'metric_patterns: `%s` must be a list of regular expressions on the full metric name, got %s; write for '
+            "example `%s: ['^gunicorn\\.workers$']`" % (key, _shown(given), key)
+        )
+    if not _BASE_ERROR.match(message):
+        return ' '.join(message.split())
+    lines = _BASE_ERROR.sub('', message, count=1).split('\n')
+    problems = []
+    for where, what in zip(lines[::2], lines[1::2], strict=False):
+        what = what.strip()
+        what = what[len('Value error, ') :] if what.startswith('Value error, ') else what
+        option = where.split(' -> ')[0].strip()
+        if not option or what.startswith(option):  # a validator's own sentence already names the option
+            problems.append(what)
+        elif option in _EXPECTED:
+            problems.append('%s must be %s, got %s' % (option, _EXPECTED[option], _shown(options.get(option))))
+        else:
+            problems.append('%s: %s, got %s' % (where.strip(), what.rstrip('.'), _shown(options.get(option))))
+    return '; '.join(' '.join(p.split()) for p in problems)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + '...'
+
+
+# Read by the Agent itself rather than by the check, so absent from the models (the Agent's check configuration docs).
+AGENT_OPTIONS = ('loader', 'name', 'ignore_autodiscovery_tags', 'check_tag_cardinality', 'ha_enabled', 'no_index')
+
+
+def unknown_options(section: str, options: Iterable[str], known: Iterable[str]) -> list[str]:
+    """One warning per option the models do not know, naming the closest known one: the base only logs typos, where
+    nobody looks, and the instance otherwise runs as if the option were absent."""
+    known = sorted({*known, *AGENT_OPTIONS})
+    warnings = []
+    for option in options:
+        if option in known or not isinstance(option, str):
+            continue
+        close = difflib.get_close_matches(option, known, n=1, cutoff=0.6)
+        hint = 'did you mean `%s`?' % close[0] if close else 'the options are listed in conf.yaml.example'
+        warnings.append('unknown option `%s` in %s is ignored: %s' % (option[:100], section, hint))
+    return warnings
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ proc_name must not make a 50,000-character service check. Names are already reda
 from __future__ import annotations
 
 import difflib
+import re
 
 from .collectors.discovery import AppTree, Sightings
 from .sources.control_socket.client import ControlSocketError, ProtocolError
@@ -37,7 +38,10 @@ def explain_missing(
     app = _name(app)
     parts = []
     if pid_file_problem is not None:
-        parts.append('No Gunicorn master found through pid_file: %s.' % str(pid_file_problem).rstrip('.'))
+        problem = str(pid_file_problem).rstrip('.')
+        parts.append(
+            'No Gunicorn master found through pid_file: %s%s' % (problem, '' if problem.endswith('?') else '.')
+        )
     if app is not None:
         parts.append(
             'No gunicorn process with name %s found, skipping worker metrics: no process is titled '
@@ -74,6 +78,19 @@ def no_workers_message(app: str | None, trees: list[AppTree]) -> str:
     return bounded('0 working and 0 idle workers for %s: master %s has no workers' % (_name(app), masters))
 
 
+_TITLE = re.compile(r'^\s*gunicorn:\s*master\s*\[(.*)\]\s*$')
+
+
+def closest_names(wanted: str, names: list[str]) -> list[str]:
+    """The names a user most likely meant: the inside of a whole title pasted as the name, an application module
+    given without its `:callable` (`web3` for `web3:application`), then names spelled alike."""
+    title = _TITLE.match(wanted)
+    if title and title.group(1) in names:
+        return [title.group(1)]
+    module = [n for n in names if n.split(':', 1)[0] == wanted]
+    return module[:3] or difflib.get_close_matches(wanted, names, n=3, cutoff=0.6)
+
+
 def what_was_seen(app: str | None, seen: Sightings, hidepid: str | None) -> list[str]:
     if seen.unreadable_root:
         return [
@@ -83,7 +100,7 @@ def what_was_seen(app: str | None, seen: Sightings, hidepid: str | None) -> list
     parts = []
     names = sorted(set(seen.titled) | set(seen.untitled))
     if names:
-        close = difflib.get_close_matches(app or '', names, n=3, cutoff=0.6)
+        close = closest_names(app or '', names)
         listed = close or names[:MAX_NAMES]
         described = ', '.join('`%s`%s' % (_name(n), '' if n in seen.titled else ' (no title)') for n in listed)
         if close:
@@ -133,14 +150,24 @@ def control_socket_problem(
     lost = 'no control-socket metrics for %s' % master
     if isinstance(telling, WrongMaster):
         same_app = [t for t in trees if t.master.pid == telling.answering_pid and t is not tree]
-        if same_app:
+        if same_app and configured:
             return bounded(
                 '%s: its control socket %s is answered by master %d of the same app. One control_socket reaches one '
                 "master: remove the option and %s; the check finds each master's socket."
                 % (lost, telling.path, telling.answering_pid, _OWN_SOCKET_FIX % 'master')
             )
+        if same_app:
+            return bounded(
+                '%s: its control socket %s is answered by master %d of the same app: the two masters share one path. '
+                '%s.' % (lost, telling.path, telling.answering_pid, (_OWN_SOCKET_FIX % 'master').capitalize())
+            )
         who = 'pid %s' % telling.answering_pid if telling.answering_pid else 'another process'
         app = ' of app %s' % _name(telling.app) if telling.app else ''
+        if configured:
+            return bounded(
+                '%s: control_socket %s is answered by %s%s, not by this master: set control_socket to the socket '
+                "this application's masters were started with (--control-socket)." % (lost, telling.path, who, app)
+            )
         return bounded(
             "%s: its control socket %s is answered by %s%s. Two applications share one path (Gunicorn's default "
             'for one HOME or XDG_RUNTIME_DIR): %s.' % (lost, telling.path, who, app, _OWN_SOCKET_FIX % 'application')

@@ -16,7 +16,7 @@ from datadog_checks.gunicorn.cli.diagnose import diagnose, render
 from datadog_checks.gunicorn.sources.procfs import ProcFS
 
 from ..common import as_nobody, wait_for
-from ..gunicorn_env import REPO
+from ..gunicorn_env import APPS, REPO
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +66,9 @@ def test_a_running_app(gunicorn):
 def test_an_old_gunicorn_has_no_control_socket(gunicorn):
     server = gunicorn(version='23.0.0', workers=1, name=unique('diag-old'))
     out = run_diagnose('--proc-name', server.name).stdout
-    assert 'control socket: absent' in out.split('(pid %d)' % server.master_pid, 1)[1].split('\n  - ', 1)[0]
+    section = out.split('(pid %d)' % server.master_pid, 1)[1].split('\n  - ', 1)[0]
+    assert 'version: 23.0.0 (from its installation)' in section
+    assert 'control socket: none: Gunicorn 23.0.0 has no control socket (it came with 25.1)' in section
 
 
 def test_a_misspelled_name(gunicorn):
@@ -162,3 +164,120 @@ def test_what_an_unprivileged_user_may_read(gunicorn):
     assert '/proc/PID/net/tcp, tcp6, unix: yes' in out
     assert '/proc/PID/fd: NO' in out and 'Permission denied' in out
     assert '/proc/PID/smaps_rollup: NO -> gunicorn.memory.pss' in out
+
+
+# The conf.yaml diagnose prints, pasted as it is and run from another directory, as the Agent does
+
+
+def run_pasted(text: str, conf_dir: str) -> dict:
+    """The runner on `text` written to conf_dir/conf.yaml, from the root directory: its JSON report and exit status."""
+    conf = os.path.join(conf_dir, 'conf.yaml')
+    with open(conf, 'w') as f:
+        f.write(text)
+    os.chmod(conf, 0o644)
+
+    def run() -> dict:
+        import contextlib
+        import io
+        import json
+
+        from datadog_checks.gunicorn.cli import runner
+
+        os.chdir('/')  # the Agent's working directory is not the application's
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = runner.main(['--conf', conf, '--json'])
+        assert code == 0, (code, out.getvalue(), err.getvalue())
+        (report,) = json.loads(out.getvalue())
+        return report
+
+    return run() if os.geteuid() != 0 or not PASTE_AS_NOBODY[0] else as_nobody(run)
+
+
+PASTE_AS_NOBODY = [False]
+
+
+def working(report: dict) -> int:
+    (value,) = [
+        s['points'][0][1]
+        for s in report['series']
+        if s['metric'] == 'gunicorn.workers' and 'state:working' in s['tags']
+    ]
+    return value
+
+
+def conf_text(out: str) -> str:
+    block = out.split('A conf.yaml that would work (gunicorn.d/conf.yaml):\n', 1)[1]
+    return '\n'.join(line[4:] for line in block.splitlines() if line.startswith('    ')) + '\n'
+
+
+@pytest.mark.parametrize('privileged', [True, False], ids=['root', 'nobody'])
+def test_the_suggested_conf_works_as_pasted_from_another_directory(gunicorn, tmp_path, privileged):
+    if not privileged and os.geteuid() != 0:
+        pytest.skip('needs root to become nobody')
+    if privileged and os.geteuid() != 0:
+        pytest.skip('needs root for ptrace-level access')
+    import tempfile
+
+    shared = tempfile.mkdtemp(prefix='paste-')
+    os.chmod(shared, 0o755)
+    try:
+        ctl = os.path.join(shared, 'orders.ctl')  # not named gunicorn.ctl: no default path has it
+        pid_file = tmp_path / 'web3.pid'
+        if privileged:
+            # Untitled, so that the command line shows --pid: relative, as users write it, which Gunicorn resolves in
+            # its --chdir and the Agent would resolve in its own directory.
+            server = gunicorn(
+                workers=2,
+                name=unique('diag-paste'),
+                setproctitle=False,
+                args=['--pid', os.path.relpath(pid_file, APPS), '--control-socket', ctl],
+            )
+            wait_for(lambda: os.path.exists(ctl), 30, 'the control socket')
+            text = conf_text(render(diagnose(ProcFS('/proc'), server.name)))
+            instance = yaml.safe_load(text)['instances'][0]
+            assert instance == {'proc_name': server.name, 'pid_file': str(pid_file)}, text
+            assert "# Gunicorn's --pid, made absolute from the master's working directory" in text
+        else:
+            # Titled, with a socket `nobody` may open under a name no default has: found only because diagnose was
+            # given it, so the conf must carry it, and through it the listeners that count waiting sync workers.
+            server = gunicorn(
+                workers=2, name=unique('diag-paste'), args=['--control-socket', ctl, '--control-socket-mode', '0o666']
+            )
+            wait_for(lambda: os.path.exists(ctl), 30, 'the control socket')
+            render(diagnose(ProcFS('/proc'), server.name))  # imports done as root first
+            text = as_nobody(lambda: conf_text(render(diagnose(ProcFS('/proc'), server.name, control_socket=ctl))))
+            instance = yaml.safe_load(text)['instances'][0]
+            assert instance == {'proc_name': server.name, 'control_socket': ctl}, text
+            assert '# The control socket diagnose was given' in text
+        held = [server.hold('/sleep/30') for _ in range(2)]
+        PASTE_AS_NOBODY[0] = not privileged
+        try:
+            reports = []
+            wait_for(lambda: working(reports.append(run_pasted(text, shared)) or reports[-1]) == 2, 30, '2 working')
+            report = reports[-1]
+        finally:
+            PASTE_AS_NOBODY[0] = False
+        # Nothing about the pid file, the socket or the listeners: only that the untitled master has no title, and
+        # for `nobody` that a titled master's installation (its version) is out of its sight, as the conf says.
+        assert report['errors'] == [], report['errors']
+        expected = 'runs without process titles' if privileged else 'No Gunicorn version metadata'
+        assert all(expected in w for w in report['warnings']), report['warnings']
+        if not privileged:
+            assert '# gunicorn: /srv/app/venv/bin/gunicorn' in text
+        assert [sc['status'] for sc in report['service_checks']] == [0]
+        names = {s['metric'] for s in report['series']}
+        assert 'gunicorn.workers.target' in names and 'gunicorn.worker.heartbeat_age.max' in names, sorted(names)
+        del held
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='needs root for ptrace-level access')
+def test_a_titled_masters_socket_of_any_name_is_found_from_its_fds(gunicorn, tmp_path):
+    ctl = str(tmp_path / 'orders.ctl')
+    server = gunicorn(workers=1, name=unique('diag-anyname'), args=['--control-socket', ctl])
+    wait_for(lambda: os.path.exists(ctl), 30, 'the control socket')
+    out = render(diagnose(ProcFS('/proc'), server.name))
+    section = out.split('(pid %d)' % server.master_pid, 1)[1].split('\n  - ', 1)[0]
+    assert "control socket: %s (found from the master's own listening socket), answered by this master" % ctl in section

@@ -55,7 +55,7 @@ def test_a_running_app(tmp_path, fake):
     text = render(d)
     assert '- web (pid 100)' in text and 'workers: 3' in text and 'titles: set' in text
     assert 'proc_name web: found master 100.' in text
-    assert 'control socket: absent (looked at' in text
+    assert 'control socket: absent where this user can look' in text
     assert config_of(suggested_config(d)) == {'init_config': None, 'instances': [{'proc_name': 'web'}]}
 
 
@@ -78,8 +78,25 @@ def test_missing_setproctitle(tmp_path, fake):
     assert 'worker class: gthread' in text and 'workers: 2' in text
     assert 'command: /srv/venv/bin/python /srv/venv/bin/gunicorn -w 2 -k gthread' in text
     suggestion = suggested_config(d)
-    assert suggestion.startswith('# web runs without process titles')
+    assert '# Found by its command line: install setproctitle' in suggestion
     assert config_of(suggestion)['instances'] == [{'proc_name': 'web', 'pid_file': '/run/web.pid'}]
+    # This user may not read the master's sockets and reaches no control socket: the binds are left to write.
+    assert '# bind: [127.0.0.1:8000]' in suggestion
+
+
+def test_the_suggested_conf_carries_the_binds_of_the_command_line_and_one_instance_per_application(tmp_path, fake):
+    untitled(fake, 100, ['-b', '127.0.0.1:8000', '--bind', 'unix:/run/web.sock', '-n', 'web', 'app:app'])
+    titled(fake, 300, 'shop-api')
+    titled(fake, 400, 'shop-api.2')
+    fake.set_children(300, [301, 302, 400])
+    fake.set_stat(400, ppid=300, comm='gunicorn: maste')
+    d = diagnose(procfs(tmp_path))
+    suggestion = suggested_config(d)
+    assert config_of(suggestion)['instances'] == [
+        {'proc_name': 'web', 'bind': ['127.0.0.1:8000', 'unix:/run/web.sock']},
+        {'proc_name': 'shop-api'},
+    ]
+    assert '--bind on its command line' in suggestion
 
 
 def test_control_socket_candidates(tmp_path, fake):
@@ -90,17 +107,19 @@ def test_control_socket_candidates(tmp_path, fake):
     (tmp_path / 'proc' / '100' / 'environ').write_bytes(b'XDG_RUNTIME_DIR=%s\0SECRET=x\0' % str(runtime).encode())
     (tmp_path / 'proc' / '100' / 'status').write_text('Name:\tgunicorn\nUid:\t0\t0\t0\t0\n')
     sockets = {m.name: m.control_socket for m in diagnose(procfs(tmp_path)).masters}
-    assert sockets['a'].startswith('absent (looked at %s/gunicorn.ctl, /run/user/0/gunicorn.ctl' % runtime)
+    assert sockets['a'].startswith('absent where this user can look')
     assert 'SECRET' not in sockets['a']
-    assert sockets['b'] == 'disabled (--no-control-socket)'
+    assert sockets['b'] == 'none: disabled by --no-control-socket on its command line'
     import socket
 
-    # What listens there now is this test process, not master 100: the check would not use it, and says so.
+    # What listens there now is this test process, not master 100: nothing ties it to the master, and that is said.
+    fake.set_net(100, unix=[(True, 1, 5, str(runtime / 'gunicorn.ctl'))])
     with socket.socket(socket.AF_UNIX) as server:
         server.bind(str(runtime / 'gunicorn.ctl'))
         server.listen(1)
         sockets = {m.name: m.control_socket for m in diagnose(procfs(tmp_path)).masters}
-    assert sockets['a'] == 'held by another master: %s/gunicorn.ctl is answered by pid %d' % (runtime, os.getpid())
+    assert sockets['a'].startswith('not tied to this master: sockets listen in its network namespace at ')
+    assert "%s/gunicorn.ctl (another master's (pid %d))" % (runtime, os.getpid()) in sockets['a']
 
 
 def test_worker_class_when_not_on_the_command_line(tmp_path, fake):
@@ -169,3 +188,17 @@ def test_explain_missing_short_forms():
     assert text.startswith('No Gunicorn master found through pid_file: pid file /run/web.pid is stale: x.')
     assert 'diagnose --pid-file /run/web.pid' in text
     assert "--proc-name 'my app'" in explain_missing('my app', Sightings())
+
+
+def test_a_relative_pid_file_is_refused_as_the_check_refuses_it(tmp_path, fake):
+    titled(fake, 100, 'web')
+    d = diagnose(procfs(tmp_path), pid_file='web3.pid')
+    assert not d.ok
+    assert 'pid file web3.pid: a relative pid_file is refused by the check' in render(d)
+
+
+def test_heartbeat_ages_are_not_said_to_need_the_fds(tmp_path, fake):
+    # Without ptrace-level access the control socket still gives them.
+    titled(fake, 100, 'web')
+    (fd,) = [s for s in diagnose(procfs(tmp_path), 'web').sources if s.what == '/proc/PID/fd']
+    assert fd.feeds.startswith('worker heartbeat age without the control socket;')

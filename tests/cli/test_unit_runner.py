@@ -74,3 +74,31 @@ def test_an_unreadable_conf(tmp_path):
         conf.chmod(0)
         code, out, err = run_conf(str(conf))
     assert_one_line(code, out, err, str(conf), 'permission denied')
+
+
+@pytest.mark.parametrize(
+    'instance, problem',
+    [
+        (
+            'proc_name: web\n    metric_patterns: {include: gunicorn.workers}',
+            'metric_patterns: `include` must be a list',
+        ),
+        ('pid_file: web3.pid', "pid_file must be an absolute path, got 'web3.pid'"),
+        ('proc_name: web\n    tags: env:prod', 'tags must be a list of tags'),
+    ],
+)
+def test_a_configuration_the_check_refuses_is_one_line_and_exit_2(tmp_path, instance, problem):
+    conf = tmp_path / 'conf.yaml'
+    conf.write_text('instances:\n  - proc_name: ok\n  - %s\n' % instance)
+    code, out, err = run_conf(str(conf))
+    assert (code, out) == (2, '')
+    assert err.count('\n') == 1 and err.startswith('error: %s, instance 2: ' % conf) and problem in err, err
+    assert 'Traceback' not in err
+
+
+def test_no_master_found_is_exit_3_and_unknown_options_are_shown(tmp_path):
+    conf = tmp_path / 'conf.yaml'
+    conf.write_text('instances:\n  - proc_name: no-such-app-%s\n    proc_nmae: x\n' % os.getpid())
+    code, out, err = run_conf(str(conf))
+    assert code == runner.EXIT_NO_MASTER == 3, err
+    assert 'Warning: unknown option `proc_nmae` in this instance is ignored: did you mean `proc_name`?' in out

@@ -216,17 +216,23 @@ def test_the_control_socket_names_the_listeners_without_privileges(gunicorn, sha
 
 
 def test_an_app_thread_in_sync_workers(gunicorn, make_check, aggregator, dd_run_check, tmp_path):
-    # Seen from outside, a second thread is what gthread looks like: the split falls back to CPU alone. The control
-    # socket's show config says sync, and a worker sleeping in a request is working again.
+    # Seen from outside, a second thread is what gthread looks like: without a control socket the split falls back to
+    # CPU alone. With one, show config says sync, and a worker sleeping in a request is working again: configured,
+    # or found without configuration from the master's own fds whatever its name (the check runs as root here).
     path = str(tmp_path / 'app.ctl')
     server = gunicorn(workers=2, app='background:app', args=['--control-socket', path])
     wait_for(lambda: os.path.exists(path), 10, 'the control socket')
-    guessing = make_check(instance_for(server))
+    without = gunicorn(workers=2, app='background:app', args=['--no-control-socket'])
+    guessing = make_check(instance_for(without))
+    found = make_check(instance_for(server))
     told = make_check(instance_for(server, control_socket=path))
-    hold = server.hold(f'/sleep/{HOLD_S}')
+    holds = [server.hold(f'/sleep/{HOLD_S}'), without.hold(f'/sleep/{HOLD_S}')]
     try:
         wait_for(lambda: in_flight(dd_run_check, aggregator, guessing) == 1, 10, 'the request in flight')
         assert run_once(dd_run_check, aggregator, guessing) == {'working': 0, 'idle': 2}
+        wait_for(lambda: in_flight(dd_run_check, aggregator, told) == 1, 10, 'the request in flight')
         assert run_once(dd_run_check, aggregator, told) == {'working': 1, 'idle': 1}
+        if os.geteuid() == 0:
+            assert run_once(dd_run_check, aggregator, found) == {'working': 1, 'idle': 1}
     finally:
-        release([], [hold], HOLD_S + 10)
+        release([], holds, HOLD_S + 10)

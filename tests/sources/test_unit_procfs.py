@@ -562,3 +562,21 @@ def test_shares_network_namespace_without_access_to_ns_net(tmp_path):
 )
 def test_host_root(root, host):
     assert ProcFS(root).host_root == host
+
+
+def test_mapped_paths_keep_order_without_duplicates_and_skip_anonymous_mappings():
+    from datadog_checks.gunicorn.sources.procfs import parse_mapped_paths
+
+    data = (
+        b'55d0-55d1 r--p 00000000 08:01 1 /venv/bin/python3.13\n'
+        b'7f00-7f01 rw-p 00000000 00:00 0 \n'
+        b'7f01-7f02 r-xp 00000000 08:01 2 /venv/lib/python3.13/site-packages/setproctitle/_s.so\n'
+        b'7f02-7f03 r--p 00001000 08:01 2 /venv/lib/python3.13/site-packages/setproctitle/_s.so\n'
+        b'7ffd-7ffe rw-p 00000000 00:00 0 [stack]\n'
+        b'7f03-7f04 r--p 00000000 08:01 3 /srv/my app/lib.so (deleted)\n'
+    )
+    assert parse_mapped_paths(data) == [
+        '/venv/bin/python3.13',
+        '/venv/lib/python3.13/site-packages/setproctitle/_s.so',
+        '/srv/my app/lib.so (deleted)',
+    ]

@@ -24,10 +24,16 @@ from typing import Any
 
 import yaml
 
+from datadog_checks.base import ConfigurationError
 from datadog_checks.base.stubs import aggregator, datadog_agent
 
 from ..__about__ import __version__
 from ..check import GunicornCheck
+
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1  # a run failed
+EXIT_CONFIGURATION = 2  # the configuration cannot be used: one line on stderr names the problem
+EXIT_NO_MASTER = 3  # the runs went through, and an instance found no master (its service check says why)
 
 # The stub aggregator's submission types, by the names `datadog-agent check` prints.
 METRIC_TYPES = {0: 'gauge', 1: 'rate', 2: 'count', 3: 'monotonic_count', 4: 'counter', 5: 'histogram', 6: 'historate'}
@@ -51,9 +57,15 @@ class InstanceReport:
     last_run: str = ''
     last_success: str = ''
 
+    configuration_error: bool = False
+
     @property
     def ok(self) -> bool:
         return not self.errors
+
+    @property
+    def found_master(self) -> bool:
+        return any(s['metric'] == 'gunicorn.workers' for s in self.series)
 
 
 class ConfError(Exception):
@@ -76,7 +88,10 @@ def load_config(path: str) -> tuple[dict, list[dict]]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, 'problem_mark', None)
         where = ' at line %d' % (mark.line + 1) if mark is not None else ''
-        raise ConfError('%s: not valid YAML%s' % (path, where)) from None
+        raise ConfError(
+            '%s: not valid YAML%s (a value holding `: `, `[` or `#`, such as a whole process title, must be quoted)'
+            % (path, where)
+        ) from None
     except OSError as exc:
         raise ConfError('%s: %s' % (path, exc.strerror or type(exc).__name__)) from None
     if not isinstance(config, dict) or not isinstance(config.get('instances'), list) or not config['instances']:
@@ -90,7 +105,8 @@ def load_config(path: str) -> tuple[dict, list[dict]]:
 
 
 def run_instance(init_config: dict, instance: dict, source: str, times: int, pause: float) -> InstanceReport:
-    check = GunicornCheck('gunicorn', init_config, [instance])
+    """The runs of one instance; ConfigurationError when the check refuses its configuration, as the Agent would."""
+    check = GunicornCheck('gunicorn', init_config, [instance])  # raises for a metric_patterns of the wrong shape
     # The Agent names an instance by a digest of its configuration; do the same so that ids are stable.
     digest = hashlib.sha256(json.dumps([instance, init_config], sort_keys=True, default=str).encode()).hexdigest()
     report = InstanceReport(check_id='gunicorn:%s' % digest[:16], source=source)
@@ -108,7 +124,10 @@ def run_instance(init_config: dict, instance: dict, source: str, times: int, pau
         report.runs += 1
         report.last_run = now
         if result:
-            report.errors = [e.get('message', '') for e in json.loads(result)]
+            failures = json.loads(result)
+            report.errors = [e.get('message', '') for e in failures]
+            if any(_raised_configuration_error(e.get('traceback') or '') for e in failures):
+                raise ConfigurationError(report.errors[0])
         else:
             report.errors = []
             report.last_success = now
@@ -122,6 +141,12 @@ def run_instance(init_config: dict, instance: dict, source: str, times: int, pau
         report.warnings = list(check.warnings)
         check.warnings.clear()
     return report
+
+
+def _raised_configuration_error(traceback: str) -> bool:
+    # AgentCheck.run() returns the error's message and traceback, whose last line names the exception's type.
+    last = traceback.strip().splitlines()[-1:] or ['']
+    return 'ConfigurationError' in last[0]
 
 
 def _series(hostname: str) -> list[dict[str, Any]]:
@@ -246,16 +271,25 @@ def main(argv: list[str] | None = None) -> int:
             init_config, instances = load_config(args.conf)
         except ConfError as exc:
             print('error: %s' % exc, file=sys.stderr)
-            return 2
+            return EXIT_CONFIGURATION
         source = 'file:%s' % args.conf
     else:
         instance = {k: v for k, v in (('proc_name', args.proc_name), ('pid_file', args.pid_file)) if v}
         if args.gunicorn:
             instance['gunicorn'] = args.gunicorn
         init_config, instances, source = {}, [instance], 'command line'
-    reports = [run_instance(init_config, inst, source, args.times, args.pause) for inst in instances]
+    reports = []
+    for number, instance in enumerate(instances, 1):
+        try:
+            reports.append(run_instance(init_config, instance, source, args.times, args.pause))
+        except ConfigurationError as exc:
+            where = '%s, instance %d' % (args.conf, number) if args.conf else 'the command line'
+            print('error: %s: %s' % (where, ' '.join(str(exc).split())), file=sys.stderr)
+            return EXIT_CONFIGURATION
     print(render_json(reports) if args.json else render_text(reports))
-    return 0 if all(r.ok for r in reports) else 1
+    if not all(r.ok for r in reports):
+        return EXIT_RUN_FAILED
+    return EXIT_OK if all(r.found_master for r in reports) else EXIT_NO_MASTER
 
 
 if __name__ == '__main__':

@@ -1,5 +1,8 @@
 # Validation the spec cannot express. Generated once by ddev, then maintained by hand.
 
+import difflib
+import os
+
 from datadog_checks.gunicorn.configuration import parse_bind
 
 
@@ -9,7 +12,8 @@ def instance_bind(value, field=None, **kwargs):
     addresses = [value] if isinstance(value, str) else value
     if not isinstance(addresses, (list, tuple)) or not addresses:
         raise ValueError(
-            'bind must be a list of addresses such as 127.0.0.1:8000 or unix:/run/app.sock, got %r' % (value,)
+            'bind must be an address or a list of addresses such as 127.0.0.1:8000 or unix:/run/app.sock, got %r'
+            % (value,)
         )
     for address in addresses:
         if not isinstance(address, str):
@@ -25,11 +29,24 @@ def initialize_instance(values, **kwargs):
     # The spec can only make options required one by one: either way of finding the master is enough. Empty values
     # are left to the options' own validators, whose messages say what the value should be.
     if values.get('proc_name') is None and values.get('pid_file') is None:
+        typos = [
+            '`%s` is not an option (did you mean `%s`?); ' % (str(key)[:100], close[0])
+            for key in values
+            if (close := difflib.get_close_matches(str(key), ['proc_name', 'pid_file'], n=1, cutoff=0.6))
+            and key not in ('proc_name', 'pid_file')
+        ]
         raise ValueError(
-            'set `proc_name` (the name in `gunicorn: master [<proc_name>]`, or the `--name`/application module of '
-            'the Gunicorn command line) or `pid_file` (the path given to Gunicorn\'s `--pid`), or both'
+            '%sset `proc_name` (the name in `gunicorn: master [<proc_name>]`, or the `--name`/application module of '
+            'the Gunicorn command line) or `pid_file` (the absolute path given to Gunicorn\'s `--pid`), or both'
+            % ''.join(typos)
         )
     return values
+
+
+def instance_tags(value, field=None, **kwargs):
+    if isinstance(value, str):
+        raise ValueError('tags must be a list of tags, got %r: write `tags: [%s]`' % (value, value))
+    return value
 
 
 def instance_cpu_sample_interval(value, field=None, **kwargs):
@@ -76,4 +93,11 @@ def instance_proc_name(value, field=None, **kwargs):
 def instance_pid_file(value, field=None, **kwargs):
     if not isinstance(value, str) or not value.strip():
         raise ValueError('pid_file must be the non-empty path of Gunicorn\'s pid file (`--pid`), got %r' % (value,))
+    if not os.path.isabs(value):
+        # The Agent runs in its own working directory: resolving the path there finds nothing, or another file.
+        raise ValueError(
+            "pid_file must be an absolute path, got %r: Gunicorn's --pid is relative to the master's working "
+            'directory (its --chdir, or where it was started), not the Agent\'s; write the full path '
+            '(`python -m datadog_checks.gunicorn diagnose` prints it)' % (value,)
+        )
     return value

@@ -281,6 +281,16 @@ def parse_environ(data: bytes, names: frozenset[str]) -> dict[str, str]:
     return found
 
 
+def parse_mapped_paths(data: bytes) -> list[str]:
+    """The distinct file paths of a maps file, in order (proc(5): the sixth field, after five without spaces)."""
+    paths: dict[str, None] = {}
+    for line in data.splitlines():
+        fields = line.split(None, 5)
+        if len(fields) == 6 and fields[5].startswith(b'/'):
+            paths[fields[5].decode('utf-8', 'surrogateescape')] = None
+    return list(paths)
+
+
 def parse_mount_options(mountinfo: bytes, mount_point: str) -> set[str] | None:
     """The mount and super-block options of the mount at `mount_point` in a mountinfo table (proc(5)), or None."""
     options = None
@@ -642,6 +652,29 @@ class ProcFS:
     def read_environ(self, pid: int, names: frozenset[str]) -> dict[str, str]:
         """Selected environment variables (needs ptrace access: the same user, root or CAP_SYS_PTRACE)."""
         return parse_environ(self._read(pid, 'environ', whole=True), names)
+
+    def read_mapped_paths(self, pid: int) -> list[str]:
+        """The files mapped into `pid` (/proc/PID/maps, ptrace-level access): its interpreter and the extension modules
+        it imported, with the real paths of their directories."""
+        # A seq_file read returns whole lines only, often less than asked: read to the end, not to a short read.
+        path = self.path(pid, 'maps')
+        chunks = []
+        try:
+            with open(path, 'rb', buffering=0) as f:
+                while chunk := f.read(NET_CHUNK):
+                    chunks.append(chunk)
+        except OSError as exc:
+            raise _proc_error(exc, pid, path) from exc
+        return parse_mapped_paths(b''.join(chunks))
+
+    def shares_root(self, pid: int) -> bool | None:
+        """Whether `pid`'s root directory is this process's (None when /proc/PID/root may not be followed)."""
+        try:
+            theirs = os.stat(self.path(pid, 'root'))
+            ours = os.stat('/')
+        except OSError:
+            return None
+        return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
 
     def read_boot_time(self) -> int:
         return self._read_root_file('stat', parse_boot_time, 'no boot time')

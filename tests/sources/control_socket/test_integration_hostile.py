@@ -116,8 +116,8 @@ def test_a_hostile_reply_costs_at_most_its_figures_and_one_warning(
 ):
     target, heartbeat, warned = EXPECTED[shape, where]
     with fake_master(sock_dir, shape, where) as (name, path, pid):
-        # `gunicorn: true` prints no version: the fake has none, and the version command is not the subject here.
-        check = make_check({'proc_name': name, 'control_socket': path, 'gunicorn': 'true'})
+        # The fake has no installation, and the version is not the subject here: a command prints one.
+        check = make_check({'proc_name': name, 'control_socket': path, 'gunicorn': 'echo gunicorn (version 27.0.1)'})
         for run in range(2):  # the second run reads counters against the first, and configuration from its cache
             check.warnings.clear()
             started = time.monotonic()

@@ -14,6 +14,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -261,10 +262,11 @@ def test_without_privileges_diagnose_says_the_masters_socket_is_refused_not_abse
         if passwd_home == 'a traversable home':  # what a service user's home usually is: root's passwd entry says so
             home = stack.enter_context(reachable_dir(mode=0o755))
         line = control_socket_line(diagnose_as_nobody(server.name, passwd_home=home), server.master_pid)
-    assert line.startswith(
-        'control socket: present (listening in its network namespace), refused to this user by permission: '
-    ), line
-    assert expected in line, line
+    # Without the master's fds nothing ties a listener to it: other Gunicorns of this machine may listen on their own
+    # default paths in the same namespace, so diagnose lists what listens there and claims none as the master's.
+    assert line.startswith('control socket: not tied to this master: sockets listen in its network namespace at '), line
+    assert '%s (refused to this user by permission)' % expected in line, line
+    assert 'held by another master' not in line and 'Set control_socket to its path' in line, line
 
 
 # 4. A USR2 upgrade on a configured socket
@@ -411,7 +413,7 @@ def test_a_factory_calls_arguments_never_leave_the_host(
     assert 'proc_name app:make_app: found master %d.' % server.master_pid in done.stdout
     if not titled:
         assert 'app:make_app(...)' in master_section(done.stdout, server.master_pid)  # the command line, redacted
-    assert 'proc_name: app:make_app\n' in done.stdout  # the suggested conf.yaml
+    assert '- proc_name: "app:make_app"\n' in done.stdout  # the suggested conf.yaml
 
 
 # 7. A name longer than any message
@@ -430,3 +432,34 @@ def test_a_10000_character_proc_name_makes_bounded_messages(make_check, aggregat
     assert len(warning) <= MESSAGE_CHARS
     verdict = [line for line in diagnosis(name).splitlines() if 'No gunicorn process with name' in line]
     assert verdict and all(len(line) <= MESSAGE_CHARS for line in verdict), [len(line) for line in verdict]
+
+
+# 8. A link planted at a guessed path
+
+
+@ROOT_ONLY
+def test_a_link_at_the_default_path_of_a_master_without_a_socket_is_never_connected_to(
+    gunicorn, tmp_path, make_check, aggregator, dd_run_check
+):
+    # Gunicorn 23.0 has no control socket; whoever can write in its HOME plants ~/.gunicorn/gunicorn.ctl as a link to
+    # another service's socket (here a listener of the test's own, which counts every connection).
+    home = tmp_path / 'home'
+    (home / '.gunicorn').mkdir(parents=True)
+    service = tmp_path / 'service.sock'
+    accepted = []
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(service))
+        listener.listen(8)
+        listener.settimeout(0.05)
+        os.symlink(service, home / '.gunicorn' / 'gunicorn.ctl')
+        server = gunicorn(version='23.0.0', workers=1, env={'HOME': str(home), 'XDG_RUNTIME_DIR': ''})
+        check = make_check(instance_for(server))
+        for _ in range(2):
+            gauges, figures, warnings = run(dd_run_check, aggregator, check)
+            assert gauges == {'working': 0, 'idle': 1} and sent(figures) == [] and warnings == [], warnings
+        line = control_socket_line(diagnosis(server.name), server.master_pid)
+        assert line == 'control socket: none: Gunicorn 23.0.0 has no control socket (it came with 25.1)', line
+        with contextlib.suppress(OSError):
+            while True:
+                accepted.append(listener.accept()[0])
+    assert accepted == []

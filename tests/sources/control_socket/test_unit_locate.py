@@ -18,6 +18,7 @@ from datadog_checks.gunicorn.sources.control_socket.locate import (
     Candidate,
     ForeignOwner,
     Identity,
+    LinkedPath,
     ListenerWithoutFile,
     NotASocket,
     Unverified,
@@ -32,6 +33,7 @@ from datadog_checks.gunicorn.sources.control_socket.locate import (
 from datadog_checks.gunicorn.sources.procfs import ProcFS
 
 from ...fakeapp import SS_UNCONNECTED
+from ...fakeproc import FakeProc
 from .fakes import MARGIN, STATS, TIMEOUT, answer, ok, send_json, show, timed
 
 # The fault servers run in this process: the kernel names it as the listening process (SO_PEERCRED), and they answer
@@ -80,38 +82,64 @@ def test_the_configured_path_alone(fake, procfs):
     ]
 
 
-def test_the_listener_the_master_holds_comes_first_and_no_other_listener_is_taken(fake, procfs):
+def test_with_its_fds_only_the_listeners_the_master_holds_alone_are_candidates(fake, procfs):
     master(fake)
-    fake.set_fds(100, '/dev/null', 'socket:[20]', 'socket:[10]')
+    fake.add(101, 100, 'gunicorn: worker [a]')
+    fake.set_children(100, [101])
+    fake.set_fds(100, '/dev/null', 'socket:[20]', 'socket:[40]', 'socket:[50]')
+    fake.set_fds(101, 'socket:[40]')
     fake.set_net(
         100,
         unix=[
+            (True, SS_UNCONNECTED, 50, '/srv/ctl/orders.ctl'),  # --control-socket with another name
             (True, SS_UNCONNECTED, 20, '/srv/app/.gunicorn/gunicorn.ctl'),  # HOME is not the passwd home
             (True, SS_UNCONNECTED, 30, '/home/other/.gunicorn/gunicorn.ctl'),  # another app's, same namespace
-            (True, SS_UNCONNECTED, 40, '/run/app.sock'),  # the app's own listener, not a control socket
+            (True, SS_UNCONNECTED, 40, '/run/app.sock'),  # the app's own bind, which its workers hold too
         ],
     )
-    found = where(fake, procfs)
-    assert found[0] == ('/srv/app/.gunicorn/gunicorn.ctl', "the master's own listening socket", True)
-    assert [path for path, _, _ in found] == [
-        '/srv/app/.gunicorn/gunicorn.ctl',
-        '/run/user/1000/gunicorn.ctl',
-        '/home/app/.gunicorn/gunicorn.ctl',
+    # No guessed path: a master that holds a socket nowhere else has none there.
+    assert where(fake, procfs) == [
+        ('/srv/app/.gunicorn/gunicorn.ctl', "the master's own listening socket", True),
+        ('/srv/ctl/orders.ctl', "the master's own listening socket", True),
     ]
 
 
-def test_without_access_to_its_fds_the_namespaces_control_sockets_are_candidates_not_its_own(fake, procfs):
+def test_before_a_worker_is_read_only_a_held_socket_named_gunicorn_ctl_is_taken(fake, procfs):
     master(fake)
-    fake.set_net(100, unix=[(True, SS_UNCONNECTED, 30, '/srv/app/.gunicorn/gunicorn.ctl')])
-    found = where(fake, procfs)
-    assert found[0] == ('/srv/app/.gunicorn/gunicorn.ctl', 'a control socket listening in its network namespace', False)
+    fake.set_fds(100, 'socket:[40]', 'socket:[50]')
+    fake.set_net(100, unix=[(True, SS_UNCONNECTED, 50, '/srv/ctl/orders.ctl'), (True, SS_UNCONNECTED, 40, '/a.sock')])
+    assert where(fake, procfs) == []  # either may be the app's bind: its workers would tell
+    fake.set_net(100, unix=[(True, SS_UNCONNECTED, 50, '/srv/gunicorn.ctl'), (True, SS_UNCONNECTED, 40, '/a.sock')])
+    assert [path for path, _, _ in where(fake, procfs)] == ['/srv/gunicorn.ctl']
 
 
-def test_a_path_any_source_ties_to_the_master_is_its_own(fake, procfs):
+def test_a_master_that_holds_no_socket_has_no_candidate(fake, procfs):
+    # Gunicorn before 25.1 beside another app's default socket in the same HOME: nothing is the master's.
     master(fake)
+    fake.set_fds(100, '/dev/null')
     fake.set_net(100, unix=[(True, SS_UNCONNECTED, 30, '/home/app/.gunicorn/gunicorn.ctl')])
-    (path, _, own) = next(c for c in where(fake, procfs) if c[0] == '/home/app/.gunicorn/gunicorn.ctl')
-    assert own  # also the default of the master's user: what answers there concerns this master
+    assert where(fake, procfs) == []
+
+
+def test_without_access_to_its_fds_listening_guesses_are_candidates_not_its_own(fake, procfs):
+    master(fake)
+    fake.set_net(
+        100,
+        unix=[
+            (True, SS_UNCONNECTED, 30, '/srv/app/.gunicorn/gunicorn.ctl'),
+            (True, SS_UNCONNECTED, 31, '/home/app/.gunicorn/gunicorn.ctl'),
+        ],
+    )
+    assert where(fake, procfs) == [
+        ('/home/app/.gunicorn/gunicorn.ctl', "Gunicorn's default for the master's user", False),
+        ('/srv/app/.gunicorn/gunicorn.ctl', 'a control socket listening in its network namespace', False),
+    ]
+
+
+def test_without_access_to_its_fds_a_guess_where_nothing_listens_is_dropped(fake, procfs):
+    master(fake)
+    fake.set_net(100, unix=[])
+    assert where(fake, procfs) == []
 
 
 def test_the_masters_environment_and_command_line(fake, procfs):
@@ -125,12 +153,17 @@ def test_the_masters_environment_and_command_line(fake, procfs):
         environ={'HOME': '/srv/app', 'XDG_RUNTIME_DIR': '/run/user/1000', 'SECRET': 'x'},
         cwd='/srv/app',
     )
+    fake.set_net(
+        100,
+        unix=[
+            (True, SS_UNCONNECTED, 30, '/run/user/1000/gunicorn.ctl'),
+            (True, SS_UNCONNECTED, 31, '/home/app/.gunicorn/gunicorn.ctl'),
+        ],
+    )
     assert where(fake, procfs) == [
         ('/srv/app/run/app.ctl', "--control-socket on the master's command line", True),
-        ('/run/user/1000/gunicorn.ctl', "Gunicorn's default in the master's environment", True),
-        ('/srv/app/.gunicorn/gunicorn.ctl', "Gunicorn's default in the master's environment", True),
-        ('/home/app/.gunicorn/gunicorn.ctl', "Gunicorn's default for the master's user", True),
-        ('/srv/app/gunicorn.ctl', "Gunicorn 25.1.0's default in the master's directory", True),
+        ('/run/user/1000/gunicorn.ctl', "Gunicorn's default in the master's environment", False),
+        ('/home/app/.gunicorn/gunicorn.ctl', "Gunicorn's default for the master's user", False),
     ]
 
 
@@ -158,10 +191,12 @@ def test_a_container_path_is_reached_through_the_host_root(tmp_path):
     (host / 'run' / 'user' / '0').mkdir(parents=True)
     with socket.socket(socket.AF_UNIX) as sock:
         sock.bind(str(host / 'run' / 'user' / '0' / 'gunicorn.ctl'))
+        FakeProc(host / 'proc').set_net(100, unix=[(True, SS_UNCONNECTED, 7, '/run/user/0/gunicorn.ctl')])
         procfs = ProcFS(str(host / 'proc'))
         found = candidates(procfs, _stat(100), 0, home_of=lambda _: None)
     (first,) = [c for c in found if c.path == '/run/user/0/gunicorn.ctl']
     assert first.reach == str(host / 'run' / 'user' / '0' / 'gunicorn.ctl')
+    assert first.beneath == str(host)  # walked from the host's root without following links
 
 
 def _stat(pid):
@@ -279,13 +314,16 @@ def test_the_failure_told_is_at_a_path_tied_to_the_master(serve, sock_dir):
 
 def test_the_failure_described_is_at_a_listening_path_tied_to_the_master_before_one_merely_listening(serve, sock_dir):
     # Without access to its fds, another app's socket listening in the namespace is a candidate too: diagnose describes
-    # the master's own listening path first, and a listener of unknown owner before a guessed path.
+    # a path tied to the master first, and a listener of unknown owner only when nothing is tied to it.
     other = serve(answer(lambda r: dict(STATS, pid=2000)), name='other.ctl')
     ours = serve(answer(lambda r: dict(STATS, pid=3000)), name='ours.ctl')
     guessed = os.path.join(sock_dir, 'missing.ctl')
     with pytest.raises(Unverified) as info:
-        verify([guessed, Candidate(other.path, other.path, 'a test', own=False, seen=True), here(ours.path)])
-    assert info.value.observed.path == other.path
+        verify([here(guessed, own=False), Candidate(other.path, other.path, 'a test', own=False, seen=True)])
+    assert info.value.observed.path == other.path and not info.value.tied
+    with pytest.raises(Unverified) as info:
+        verify([Candidate(other.path, other.path, 'a test', own=False, seen=True), here(ours.path)])
+    assert info.value.observed.path == ours.path and info.value.tied  # what is tied to it comes before a listener
     with pytest.raises(Unverified) as info:
         verify(
             [
@@ -320,3 +358,24 @@ def test_each_candidate_gets_a_share_of_one_deadline(serve):
     with timed() as elapsed, pytest.raises(Unverified) as info:
         verify([silent.path, silent.path])
     assert elapsed[0] < MARGIN and isinstance(info.value.telling, SocketTimeout)
+
+
+def test_a_found_path_through_a_link_is_not_followed_and_nothing_connects(serve, sock_dir):
+    # A link planted where Gunicorn's default would be, pointing at another service's socket: never connected to.
+    server = serve(answer(lambda r: STATS))
+    link_dir = os.path.join(sock_dir, 'home')
+    os.symlink(os.path.dirname(server.path), link_dir)
+    linked = os.path.join(link_dir, os.path.basename(server.path))
+    found = Candidate(linked, linked, "Gunicorn's default for the master's user", own=False, beneath='/')
+    with pytest.raises(Unverified) as info:
+        verify([found])
+    assert isinstance(info.value.failures[0], LinkedPath) and not info.value.tied
+    assert server.accepted == 0
+    configured = Candidate(linked, linked, 'the control_socket option')  # what the user wrote may be a link
+    assert verify([configured]).stats.pid == 1000
+
+
+def test_a_found_path_is_connected_through_its_descriptor(serve):
+    server = serve(answer(lambda r: STATS))
+    found = Candidate(server.path, server.path, "the master's own listening socket", beneath='/')
+    assert verify([found]).stats.pid == 1000

@@ -165,8 +165,7 @@ def test_a_master_whose_socket_fails_is_looked_for_again_at_doubling_intervals(m
     # process): at once again, since a starting master binds its socket only after its first workers, then less and
     # less often, and never less often than RELOCATE_SECONDS.
     for _ in range(100):
-        with pytest.raises(locate.Unverified):
-            monitor.read(master)
+        assert monitor.read(master) is None  # this process holds no listening socket: nothing tied to it
         now[0] += 15
     assert looked[:7] == [0, 15, 30, 60, 120, 240, 480]
     waits = {later - earlier for earlier, later in zip(looked[6:-1], looked[7:], strict=True)}

@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
+from ..beneath import SELF_FD
+
 # Gunicorn accepts frames up to 16 MiB; its replies are a few KiB even with hundreds of workers, so a smaller cap
 # bounds what a confused or hostile peer can make the Agent allocate.
 DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
@@ -165,8 +167,12 @@ class ControlSocketClient:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         wait_for_socket: bool = False,
         check_peer: Callable[[socket.socket], None] | None = None,
+        opener: Callable[[], int] | None = None,
     ):
         self.path = path
+        # For a path the check found rather than was given: returns an O_PATH descriptor of the socket file, walked
+        # without following links (locate.py), and the connection goes through that descriptor, never the path.
+        self.opener = opener
         # Called on every new connection before anything is sent: raises ControlSocketError to refuse the peer.
         self.check_peer = check_peer
         self.wait_for_socket = wait_for_socket
@@ -285,7 +291,10 @@ class ControlSocketClient:
             try:
                 self._phase = 'connecting'
                 remaining = self._remaining()
-                _connect_unix(sock, self.path)
+                if self.opener is None:
+                    _connect_unix(sock, self.path)
+                else:
+                    _connect_through(sock, self.opener())
                 self._quick = remaining / 2 > _QUICK_WAIT_SECONDS + _TIMER_SLACK_SECONDS
                 if self._quick:
                     # Python's socket timeouts cost a poll(2) before every recv() and an ioctl(2) for every new
@@ -456,6 +465,14 @@ def _request(request_id: int, command: str) -> bytes:
 # signal handling. MSG_DONTWAIT: the socket is blocking, this one send() is not.
 _NO_SIGNAL = getattr(socket, 'MSG_NOSIGNAL', 0)
 _NO_WAIT = _NO_SIGNAL | socket.MSG_DONTWAIT
+
+
+def _connect_through(sock: socket.socket, fd: int) -> None:
+    # /proc/self/fd/N names the very file the descriptor holds: no path is resolved again between check and connect.
+    try:
+        sock.connect(SELF_FD % fd)
+    finally:
+        os.close(fd)
 
 
 def _connect_unix(sock: socket.socket, path: str) -> None:

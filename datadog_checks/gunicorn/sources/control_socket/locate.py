@@ -1,17 +1,22 @@
 """Where a master's control socket is, and whether that master is what answers there.
 
 Gunicorn puts the socket at `$XDG_RUNTIME_DIR/gunicorn.ctl`, else `$HOME/.gunicorn/gunicorn.ctl`, of the master's own
-environment (gunicorn/config.py), or where `--control-socket` says. Guesses from the master's user would miss a
-master whose HOME is not its passwd home (supervisord, sudo without -H, containers), so the path comes from what the
-kernel shows, in this order (`candidates`):
-1. the `control_socket` option, when set;
-2. the listening unix socket the master holds: /proc/MASTER/net/unix lists the listeners of its network namespace
-   (readable by every user) and /proc/MASTER/fd names the master's own sockets (ptrace-level access);
-3. the command line's `--control-socket` (visible while the master has no title);
-4. the defaults computed from the master's own environment (ptrace-level access; a title overwrites what environ shows,
-   so this serves untitled masters);
-5. without access to its fds: the other listeners of its namespace bound to a path named `gunicorn.ctl`;
-6. the defaults of its user's passwd entry, and `gunicorn.ctl` in its working directory (the 25.1.0 default).
+environment (gunicorn/config.py), or where `--control-socket` says, under any name. Guesses from the master's user
+would miss a master whose HOME is not its passwd home (supervisord, sudo without -H, containers), and would take
+another application's socket for this master's, so the path comes from what the kernel shows (`candidates`):
+1. the `control_socket` option, when set, alone;
+2. with access to the master's fds (ptrace-level): the listening unix sockets the master holds and its workers do not
+   (/proc/MASTER/net/unix lists its network namespace's listeners, /proc/MASTER/fd names the master's own sockets),
+   whatever their name, `gunicorn.ctl` first; and the command line's `--control-socket`. Nothing else: a master that
+   holds no such socket has none (Gunicorn before 25.1, disabled in its configuration, a bind that failed), or has
+   not bound it yet;
+3. without that access: the command line's `--control-socket` (visible while the master has no title), then, as
+   guesses not tied to the master, its environment's defaults, the listeners of its namespace named `gunicorn.ctl`
+   and the defaults of its user's passwd entry, each only if a socket listens there in its network namespace.
+
+A path the check found, rather than one configured, is reached without following links (beneath.py): a link planted
+at a guessed path must not make the Agent connect elsewhere, and through /proc/PID/root it would leave the master's
+root.
 
 Nothing found there is believed until verified (`verified_exchange`): the file is a socket owned by the master's user
 or root; the kernel's SO_PEERCRED names the master as the process listening; and `show stats` answers with the
@@ -31,6 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..beneath import LinkRefused, open_beneath
 from ..procfs import ProcError, ProcFS, Stat, socket_inodes
 from ..redaction import app_name
 from ..sockets.proc_net import read_net_unix
@@ -53,6 +59,9 @@ from .client import (
 from .replies import BadReply, Stats, parse_stats
 
 SOCKET_NAME = 'gunicorn.ctl'
+# Workers whose sockets are compared with the master's: a listener they hold is one of the app's binds, not its control
+# socket (Gunicorn closes the control socket around every fork: gunicorn/ctl/server.py).
+_CONFIRMING_WORKERS = 2
 _PEERCRED = struct.Struct('3i')  # struct ucred: pid, uid, gid
 _KINDS = {
     stat_module.S_IFREG: 'a regular file',
@@ -96,6 +105,14 @@ class WrongMaster(ControlSocketError):
         self.expected_pid = expected_pid
         self.answering_pid = answering_pid  # in the answering process's own PID namespace when not visible here
         self.app = app
+
+
+class LinkedPath(SocketMissing):
+    """A path the check found (not configured) runs through a symbolic link: it is not followed, so it is not the
+    master's socket as far as the check is concerned."""
+
+    def __init__(self, path: str, component: str):
+        super().__init__('%s is not followed: %s is a symbolic link' % (path, component), path)
 
 
 class ListenerWithoutFile(SocketMissing):
@@ -151,6 +168,9 @@ class Candidate:
     own: bool = True
     # Whether a socket is known to listen at this path in the master's network namespace, rather than guessed.
     seen: bool = False
+    # Where the master's root starts for this process, for a path walked without following links (beneath.py); None
+    # for a configured path, which is followed as the user wrote it.
+    beneath: str | None = None
 
 
 def home_directory(uid: int) -> str | None:
@@ -193,7 +213,7 @@ def candidates(
     """Where `master`'s socket may be, most certain first, without duplicates; None when its command line disables
     the socket (`--no-control-socket`)."""
     listeners = _listening(procfs, master.pid)
-    seen = {path for _, path in listeners}
+    seen = {path for _, path in listeners or ()}
     reach = _reacher(procfs, master.pid)
     if configured:
         return [Candidate(configured, reach(configured), 'the control_socket option', seen=configured in seen)]
@@ -202,24 +222,26 @@ def candidates(
     if '--no-control-socket' in argv:
         return None
     cwd = _cwd(procfs, master.pid)
-    listening = [(inode, path) for inode, path in listeners if os.path.basename(path) == SOCKET_NAME]
     held = _read(lambda pid: socket_inodes(procfs.read_fd_links(pid)), master.pid)
     if held is not None:
-        found += [(path, "the master's own listening socket", True) for inode, path in listening if inode in held]
+        found += [(path, "the master's own listening socket", True) for path in _own_listeners(procfs, master, held)]
     explicit = explicit_socket_path(argv)
     if explicit is not None:
         found.append((_absolute(explicit, cwd), "--control-socket on the master's command line", True))
-    environment = _read(lambda pid: procfs.read_environ(pid, frozenset({'HOME', 'XDG_RUNTIME_DIR'})), master.pid)
-    found += [
-        (path, "Gunicorn's default in the master's environment", True) for path in default_paths(environment or {})
-    ]
     if held is None:
-        found += [(path, 'a control socket listening in its network namespace', False) for _, path in listening]
-    home = home_of(uid)
-    fallback = {'XDG_RUNTIME_DIR': '/run/user/%d' % uid, **({'HOME': home} if home else {})}
-    found += [(path, "Gunicorn's default for the master's user", True) for path in default_paths(fallback)]
-    if cwd:
-        found.append((os.path.join(cwd, SOCKET_NAME), "Gunicorn 25.1.0's default in the master's directory", True))
+        # Without its fds nothing ties a path to the master: these are guesses, used only where something listens,
+        # and what answers there is no fault of this master's (`own` False).
+        environment = _read(lambda pid: procfs.read_environ(pid, frozenset({'HOME', 'XDG_RUNTIME_DIR'})), master.pid)
+        guesses = [(p, "Gunicorn's default in the master's environment") for p in default_paths(environment or {})]
+        home = home_of(uid)
+        fallback = {'XDG_RUNTIME_DIR': '/run/user/%d' % uid, **({'HOME': home} if home else {})}
+        guesses += [(path, "Gunicorn's default for the master's user") for path in default_paths(fallback)]
+        guesses += [
+            (path, 'a control socket listening in its network namespace')
+            for _, path in listeners or ()
+            if os.path.basename(path) == SOCKET_NAME
+        ]
+        found += [(path, source, False) for path, source in guesses if listeners is None or path in seen]
     # A path found several ways keeps its most certain source, and is the master's own if any way says so.
     unique: dict[str, tuple[str, bool]] = {}
     for path, source, own in found:
@@ -227,7 +249,38 @@ def candidates(
         if os.path.isabs(path):
             first = unique.setdefault(path, (source, own))
             unique[path] = (first[0], first[1] or own)
-    return [Candidate(path, reach(path), source, own, path in seen) for path, (source, own) in unique.items()]
+    located = []
+    for path, (source, own) in unique.items():
+        where = reach(path)
+        located.append(Candidate(path, where, source, own, path in seen, where[: len(where) - len(path)] or '/'))
+    return located
+
+
+def _own_listeners(procfs: ProcFS, master: Stat, held: frozenset[int]) -> list[str]:
+    """Paths of the listening unix sockets `master` holds and its workers do not, `gunicorn.ctl` first.
+
+    A listener the workers hold too is one of the app's `--bind unix:` sockets. Before any worker could be read that
+    cannot be told, so only a socket named `gunicorn.ctl` is taken then: anything else might be the app's own.
+    """
+    mine = [(inode, path) for inode, path in _listening(procfs, master.pid) or () if inode in held]
+    if not mine:
+        return []
+    shared: set[int] = set()
+    confirmed = 0
+    for child in sorted(_read(procfs.read_children, master.pid) or ()):
+        inodes = _read(lambda pid: socket_inodes(procfs.read_fd_links(pid)), child)
+        if inodes is None:
+            continue  # gone, or not readable: says nothing
+        shared |= inodes
+        confirmed += 1
+        if confirmed == _CONFIRMING_WORKERS:
+            break
+    paths = [path for inode, path in mine if inode not in shared and (confirmed or _named_default(path))]
+    return sorted(dict.fromkeys(paths), key=lambda path: not _named_default(path))
+
+
+def _named_default(path: str) -> bool:
+    return os.path.basename(path) == SOCKET_NAME
 
 
 def _read(read: Callable[[int], Any], pid: int) -> Any:
@@ -249,12 +302,12 @@ def _absolute(path: str, cwd: str | None) -> str:
     return path if os.path.isabs(path) or not cwd else os.path.join(cwd, path)
 
 
-def _listening(procfs: ProcFS, pid: int) -> list[tuple[int, str]]:
-    """(inode, path) of the stream listeners bound to a path in `pid`'s network namespace."""
+def _listening(procfs: ProcFS, pid: int) -> list[tuple[int, str]] | None:
+    """(inode, path) of the stream listeners bound to a path in `pid`'s network namespace; None if unreadable."""
     try:
         rows = read_net_unix(procfs, pid)
     except (ProcError, SocketTableError):
-        return []
+        return None
     return [(row.inode, row.path) for row in rows if row.listening and row.type == SOCK_STREAM and row.path]
 
 
@@ -263,7 +316,7 @@ def _reacher(procfs: ProcFS, pid: int) -> Callable[[str], str]:
     same path when the master has this process's root; else through /proc/PID/root when this process may follow it
     (ptrace-level access), else under the host's root as the Agent mounts it (/host for /host/proc). Whether the roots
     are shared is looked at once for all of a master's candidates."""
-    shared = _shares_root(procfs, pid)
+    shared = procfs.shares_root(pid)
     if shared:
         return lambda path: path
     prefixes = [procfs.host_root, ''] if shared is None else [procfs.path(pid, 'root')]
@@ -281,16 +334,6 @@ def _reacher(procfs: ProcFS, pid: int) -> Callable[[str], str]:
     return reach
 
 
-def _shares_root(procfs: ProcFS, pid: int) -> bool | None:
-    """Whether the master's root directory is this process's (None when /proc/PID/root may not be followed)."""
-    try:
-        theirs = os.stat(procfs.path(pid, 'root'))
-        ours = os.stat('/')
-    except OSError:
-        return None
-    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
-
-
 # Which master answers
 
 
@@ -306,7 +349,9 @@ class _Verifier:
     def check_file(self) -> None:
         path = self.candidate.reach
         try:
-            st = os.stat(path)
+            st = self._stat()
+        except LinkRefused as exc:
+            raise LinkedPath(path, exc.component) from exc
         except FileNotFoundError as exc:
             if self._listener_lives():
                 raise ListenerWithoutFile(
@@ -318,6 +363,31 @@ class _Verifier:
             raise SocketPermissionDenied(permission_denied_message(path, exc, 'looking at'), path) from exc
         except OSError as exc:
             raise SocketMissing('%s cannot be looked at: %s' % (path, exc.strerror or exc), path) from exc
+        self._check_kind(st)
+
+    def open_socket(self) -> int:
+        """An O_PATH descriptor of the socket file, walked again for every connection (Gunicorn re-creates the file
+        around each fork) and checked again: the client connects through it, never through the path."""
+        assert self.candidate.beneath is not None
+        fd = open_beneath(self.candidate.beneath, self.candidate.path)
+        try:
+            self._check_kind(os.fstat(fd))
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _stat(self) -> os.stat_result:
+        if self.candidate.beneath is None:
+            return os.stat(self.candidate.reach)
+        fd = open_beneath(self.candidate.beneath, self.candidate.path)
+        try:
+            return os.fstat(fd)
+        finally:
+            os.close(fd)
+
+    def _check_kind(self, st: os.stat_result) -> None:
+        path = self.candidate.reach
         if not stat_module.S_ISSOCK(st.st_mode):
             raise NotASocket(path, _KINDS.get(stat_module.S_IFMT(st.st_mode), 'not a socket'))
         if st.st_uid not in (self.who.uid, 0):
@@ -346,8 +416,10 @@ class _Verifier:
         return app_name(title.name) if title is not None else None
 
     def _listener_lives(self) -> bool:
+        # Only where the path is tied to the master: a listener merely seen there may be another application's.
         # Any name: a configured or --control-socket path need not be Gunicorn's default one.
-        return any(path == self.candidate.path for _, path in _listening(self.procfs, self.who.pid))
+        listening = _listening(self.procfs, self.who.pid) or ()
+        return self.candidate.own and any(path == self.candidate.path for _, path in listening)
 
 
 # When no candidate works, the error to report is the one the user can act on; the others are listed with it.
@@ -397,7 +469,11 @@ def verified_exchange(
         share = Deadline(max(deadline.remaining(), 0.0) / (len(paths) - index))
         verifier = _Verifier(procfs, candidate, who)
         client = ControlSocketClient(
-            candidate.reach, deadline=share, max_frame_bytes=max_frame_bytes, check_peer=verifier.check_peer
+            candidate.reach,
+            deadline=share,
+            max_frame_bytes=max_frame_bytes,
+            check_peer=verifier.check_peer,
+            opener=None if candidate.beneath is None else verifier.open_socket,
         )
         try:
             verifier.check_file()
@@ -433,10 +509,12 @@ class Unverified(ControlSocketError):
 
     def __init__(self, failures: list[ControlSocketError]):
         self.failures = failures
-        own = [f for f in failures if f.candidate is None or f.candidate.own] or failures
-        self.telling = _most_telling(own)
+        own = [f for f in failures if f.candidate is None or f.candidate.own]
+        # Only guesses failed: nothing tied to this master was found, which is not a fault of its own.
+        self.telling = _most_telling(own) if own else SocketMissing('no control socket tied to the master was found')
+        self.tied = bool(own)
         seen = [f for f in failures if f.candidate is not None and f.candidate.seen]
-        self.observed = _most_telling([f for f in seen if f.candidate.own] or seen or own)
+        self.observed = _most_telling([f for f in seen if f.candidate.own] or own or seen or failures)
         summary = '; '.join('%s: %s' % (type(f).__name__, f.path) for f in failures)
         tried = '' if len(failures) == 1 else ' [tried %d paths: %s]' % (len(failures), summary)
         super().__init__('%s%s' % (self.telling, tried), self.telling.path)

@@ -109,6 +109,8 @@ class ControlSocketMonitor:
         key = master.key
         located = self._locate(master)
         if not located.candidates:
+            # Nothing tied to it yet (a master binds its socket after its first workers): look again, ever less often.
+            located.failed = located.candidates is not None
             return None
         # Everything whose need does not depend on this run's stats goes out with `show stats`: one round trip
         # in the steady state. Configuration and listeners are asked with it only when nothing is known yet.

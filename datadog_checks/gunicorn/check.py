@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datadog_checks.base import AgentCheck
 
+from .base_compat import adapt_config_models
 from .collectors.containers import ContainerTags, group_by_tags
 from .collectors.cpu import CpuSampler
 from .collectors.discovery import AppTree, Discovery
@@ -11,13 +12,16 @@ from .collectors.resources import ResourceTracker, Usage
 from .collectors.saturation import SaturationCollector, SaturationReport, control_socket_hints
 from .collectors.working import WorkerCounts
 from .config_models import ConfigMixin
-from .configuration import Reads, procfs_root, require_trusted_provider_support
+from .configuration import Reads, procfs_root
 from .messages import bounded, control_socket_problem, explain_missing, no_workers_message, titles_missing_message
 from .sources.control_socket.client import ControlSocketError
 from .sources.control_socket.monitor import ControlSocketMonitor, Health
 from .sources.procfs import ProcessKey, ProcFS, held_files_limit
 from .sources.redaction import app_name
 from .sources.version import VersionError, read_version
+
+# Before any instance loads its models: on an Agent older than 7.78.0 they must run as that Agent runs every check's.
+adapt_config_models()
 
 
 class GunicornCheck(AgentCheck, ConfigMixin):
@@ -29,8 +33,6 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         self._version_for: ProcessKey | None = None
         self._untitled_reported = False
         self._last_app: str | None = None  # with only a pid file, the name the master was last seen with
-        # Before the models load: on a base too old for them, say so rather than fail inside them.
-        self.check_initializations.appendleft(require_trusted_provider_support)
         self.check_initializations.append(self._configure)
 
     def _configure(self) -> None:

@@ -19,8 +19,7 @@ import pwd
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import yaml
-
+from ..base_compat import dump_yaml
 from ..collectors.discovery import AppTree, Discovery, Master, Sightings, walk
 from ..configuration import DEFAULT_PROCFS_ROOT
 from ..messages import SETPROCTITLE_HINT, explain_missing, what_was_seen
@@ -377,7 +376,7 @@ def suggested_config(d: Diagnosis) -> str:
         if d.requested_pid_file:
             instances[0]['pid_file'] = d.requested_pid_file
         comments.append('# No running master matched: start the application, then run diagnose again.')
-    text = yaml.safe_dump({'init_config': None, 'instances': instances}, sort_keys=False, default_flow_style=False)
+    text = dump_yaml({'init_config': None, 'instances': instances})
     return '\n'.join([*comments, text.replace('init_config: null', 'init_config:')])
 
 

@@ -1,0 +1,98 @@
+"""The check on every Agent's datadog-checks-base: the trusted-provider guard where the base has it (37.33.0, Agent
+7.78.0, on), and on older bases the models running as that Agent runs every check's, without touching the base.
+
+tox runs this file on the newest base (py313) and on Agents 7.51.0 and 7.58.0's (agent751, agent758): each test says
+which bases it is about, and is skipped on the others.
+"""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from datadog_checks.base.stubs import datadog_agent
+from datadog_checks.base.utils.models import validation
+from datadog_checks.gunicorn import GunicornCheck, base_compat
+from datadog_checks.gunicorn.config_models import instance, shared
+
+on_newest = pytest.mark.skipif(
+    not base_compat.HAS_TRUSTED_PROVIDERS, reason='this base predates trusted providers (Agent 7.78.0)'
+)
+on_older = pytest.mark.skipif(base_compat.HAS_TRUSTED_PROVIDERS, reason='this base has trusted providers')
+
+# Each option the spec reserves to trusted providers, in the section where it is set.
+GUARDED = [
+    ('instances', 'pid_file', '/run/web.pid'),
+    ('instances', 'control_socket', '/run/web.ctl'),
+    ('instances', 'gunicorn', '/opt/web/bin/gunicorn'),
+    ('init_config', 'gunicorn', '/opt/web/bin/gunicorn'),
+]
+
+
+@pytest.fixture
+def untrusted_providers_ignored(monkeypatch):
+    """An Agent with `integration_ignore_untrusted_file_params: true` (datadog.yaml)."""
+    monkeypatch.setitem(datadog_agent._config, 'integration_ignore_untrusted_file_params', True)
+
+
+def check_from(provider: str, section: str, option: str, value: str) -> GunicornCheck:
+    init_config = {option: value} if section == 'init_config' else {}
+    instance_config = {'proc_name': 'web', **({option: value} if section == 'instances' else {})}
+    check = GunicornCheck('gunicorn', init_config, [instance_config])
+    check.provider = provider  # what the Agent sets from the configuration provider the instance came from
+    return check
+
+
+def loaded_value(check: GunicornCheck, section: str, option: str) -> object:
+    check.load_configuration_models()
+    return getattr(check.config if section == 'instances' else check.shared_config, option)
+
+
+@on_newest
+@pytest.mark.parametrize('section, option, value', GUARDED)
+def test_an_untrusted_provider_is_refused_a_guarded_option_by_name(untrusted_providers_ignored, section, option, value):
+    # Pod annotations reach the Agent through an Autodiscovery provider, not a file.
+    error = check_from('kubernetes', section, option, value).run()
+    assert "Field '%s' is not allowed from untrusted provider 'kubernetes'" % option in error, error
+
+
+@on_newest
+@pytest.mark.parametrize('section, option, value', GUARDED)
+def test_a_trusted_provider_may_set_the_guarded_options(untrusted_providers_ignored, section, option, value):
+    assert loaded_value(check_from('file', section, option, value), section, option) == value
+
+
+@on_newest
+def test_on_a_base_with_trusted_providers_the_models_use_the_base_itself():
+    # No behaviour change on the newest Agents: the generated models call the base's own validation package.
+    assert instance.validation is validation and shared.validation is validation
+
+
+@on_older
+@pytest.mark.parametrize('section, option, value', GUARDED)
+def test_an_older_agent_accepts_the_options_from_every_provider(untrusted_providers_ignored, section, option, value):
+    # The setting does not exist in these Agents: every check takes every option from every provider, and so does this
+    # one, with no message.
+    assert loaded_value(check_from('kubernetes', section, option, value), section, option) == value
+
+
+@on_older
+def test_an_older_base_is_left_as_it_is():
+    # Other checks in the same Agent see the base unchanged: only this check's own model modules see the difference.
+    with pytest.raises(AttributeError):
+        validation.security  # noqa: B018
+    assert instance.validation is not validation and instance.validation.core is validation.core
+
+
+def test_models_without_the_security_module_run(monkeypatch):
+    """What an older base gives the models, simulated on whichever base runs this: `validation` without `security`."""
+    older = types.SimpleNamespace(core=validation.core, utils=validation.utils)
+    monkeypatch.setattr(base_compat, 'validation', older)
+    monkeypatch.setattr(base_compat, 'HAS_TRUSTED_PROVIDERS', False)
+    monkeypatch.setattr(instance, 'validation', older)
+    monkeypatch.setattr(shared, 'validation', older)
+    base_compat.adapt_config_models()
+
+    for section, option, value in GUARDED:
+        assert loaded_value(check_from('kubernetes', section, option, value), section, option) == value

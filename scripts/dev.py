@@ -20,9 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / '.cache'
 TOOLS = CACHE / 'tools'
 QUICKSTART = CACHE / 'quickstart'
-# The Pythons of the Agents tox tests (tox.ini): 3.11 (7.51-7.57), 3.12 (7.58-7.71), 3.13 (7.72 on). The quick start
-# uses whichever Python 3 runs this script.
-TEST_PYTHONS = ('3.11', '3.12', '3.13')
+# The Pythons of the Agents tox tests (tox.ini): 3.11 (7.51-7.57), 3.13 (7.72 on), 3.12 (7.58-7.71). Their order is
+# only their order on PATH: each tox environment asks for its own version. The quick start uses whichever Python 3
+# runs this script.
+TEST_PYTHONS = ('3.11', '3.13', '3.12')
 
 
 def _venv(path: Path, *requirements: str) -> Path:

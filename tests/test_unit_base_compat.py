@@ -34,6 +34,8 @@ GUARDED = [
 def untrusted_providers_ignored(monkeypatch):
     """An Agent with `integration_ignore_untrusted_file_params: true` (datadog.yaml)."""
     monkeypatch.setitem(datadog_agent._config, 'integration_ignore_untrusted_file_params', True)
+    # The Agent's default list (the base's DEFAULT_TRUSTED_PROVIDERS); the stub would answer '' for an unset option.
+    monkeypatch.setitem(datadog_agent._config, 'integration_trusted_providers', ['file', 'remote-config'])
 
 
 def check_from(provider: str, section: str, option: str, value: str) -> GunicornCheck:

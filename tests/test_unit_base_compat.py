@@ -10,6 +10,7 @@ from __future__ import annotations
 import types
 
 import pytest
+import yaml
 
 from datadog_checks.base.stubs import datadog_agent
 from datadog_checks.base.utils.models import validation
@@ -95,3 +96,16 @@ def test_models_without_the_security_module_run(monkeypatch):
 
     for section, option, value in GUARDED:
         assert loaded_value(check_from('kubernetes', section, option, value), section, option) == value
+
+
+def test_yaml_is_written_in_the_given_order_even_where_the_base_replaced_pyyaml(monkeypatch):
+    data = {'init_config': None, 'instances': [{'proc_name': 'web', 'pid_file': '/run/web.pid'}]}
+    expected = 'init_config: null\ninstances:\n- proc_name: web\n  pid_file: /run/web.pid\n'
+    assert base_compat.dump_yaml(data) == expected
+
+    def dump_all_of_older_bases(documents, stream=None, Dumper=None, encoding='utf-8', **kwargs):
+        # What bases 35.0.1 and 37.0.0 put in place of yaml.dump_all: no sort_keys, bytes by default.
+        raise AssertionError('dump_yaml must not go through yaml.dump_all')
+
+    monkeypatch.setattr(yaml, 'dump_all', dump_all_of_older_bases)
+    assert base_compat.dump_yaml(data) == expected

@@ -2,8 +2,8 @@
 
 Two differences matter to the check.
 
-YAML output. The bases of Agents 7.51 to 7.58 at least (35.0.1, 37.0.0; not 38.5.0) replace PyYAML's `yaml.dump_all`,
-which `yaml.safe_dump` calls, with one of their own as soon as AgentCheck is imported, when the Agent's
+YAML output. Bases 35.0.1 and 37.0.0 (Agents 7.51.0 and 7.58.0; 38.5.0 no longer does) replace PyYAML's
+`yaml.dump_all`, which `yaml.safe_dump` calls, with one of their own as soon as AgentCheck is imported, when the Agent's
 `disable_unsafe_yaml` is on (its default, and the stub's): that one takes no `sort_keys` and returns bytes unless told
 an encoding. `dump_yaml` drives PyYAML's safe dumper directly, as `yaml.dump_all` does, whichever function the module
 holds, and leaves it as it is.
@@ -29,9 +29,6 @@ import yaml
 from datadog_checks.base.utils.models import validation
 
 from .config_models import instance, shared
-
-# The Agent release whose datadog-checks-base first refuses these options from untrusted providers.
-TRUSTED_PROVIDERS_AGENT = '7.78.0'
 
 
 def _base_has_trusted_providers() -> bool:

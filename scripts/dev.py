@@ -1,7 +1,7 @@
 """The two commands of the README, for a machine with nothing but Python 3 and pip.
 
     python3 scripts/dev.py quickstart   # start a real Gunicorn, run the check twice against it, print the result
-    python3 scripts/dev.py test         # the whole test suite: lint, tests on Python 3.11 and 3.13, bench and soak
+    python3 scripts/dev.py test         # the whole test suite: lint, the tests on three Agents' Pythons, bench, soak
 
 Everything is installed into `.cache/` in this repository, never into the system Python.
 """
@@ -20,8 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / '.cache'
 TOOLS = CACHE / 'tools'
 QUICKSTART = CACHE / 'quickstart'
-# The Agent embeds CPython 3.13; the quick start uses whichever Python 3 runs this script.
-TEST_PYTHONS = ('3.11', '3.13')
+# The Pythons of the Agents tox tests (tox.ini): 3.11 (7.51-7.57), 3.13 (7.72 on), 3.12 (7.58-7.71). Their order is
+# only their order on PATH: each tox environment asks for its own version. The quick start uses whichever Python 3
+# runs this script.
+TEST_PYTHONS = ('3.11', '3.13', '3.12')
 
 
 def _venv(path: Path, *requirements: str) -> Path:

@@ -7,6 +7,7 @@ from datadog_checks.gunicorn.sources.procfs import ProcFS
 
 from .fakeproc import FakeProc
 from .gunicorn_env import Gunicorn
+from .older_base_stubs import newest_assertions
 
 
 def pytest_addoption(parser):
@@ -53,6 +54,12 @@ def gunicorn(tmp_path):
     yield start
     for server in reversed(started):
         server.stop()
+
+
+@pytest.fixture
+def aggregator(aggregator):
+    """datadog_checks.dev's aggregator stub, asserting as on the newest base on every base (older_base_stubs.py)."""
+    return newest_assertions(aggregator)
 
 
 @pytest.fixture

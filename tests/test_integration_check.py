@@ -15,7 +15,7 @@ from datadog_checks.gunicorn.sources import version as version_module
 from .common import as_nobody, cpu_ns, instance_for, run_once, wait_for
 from .gunicorn_env import GUNICORN_VERSIONS, NEWEST
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_agent]
 
 ALL_VERSIONS = pytest.mark.parametrize('version', GUNICORN_VERSIONS)
 

@@ -20,7 +20,7 @@ from datadog_checks.gunicorn.sources.sockets.tables import SocketTables
 from .common import instance_for, wait_for
 from .gunicorn_env import REPO
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_agent]
 
 # The README's rows: how the app runs, and the last metric to appear once it is up (the control socket comes a
 # moment after the workers, the dirty workers' heartbeats after them).

@@ -92,7 +92,7 @@ def test_pip_wheel_builds_the_wheel_the_readme_installs(tmp_path):
     assert [p.relative_to(tree).as_posix() for p in (tree / 'dist').iterdir()] == [wheel]
 
 
-# .tox/py311/bin/python scripts/sync_config.py --write
+# .tox/py313/bin/python scripts/sync_config.py --write
 
 
 def generated_files(root: Path) -> dict[str, bytes]:
@@ -103,7 +103,7 @@ def generated_files(root: Path) -> dict[str, bytes]:
 
 def test_sync_config_write_leaves_the_generated_files_as_they_are(tmp_path):
     tree = copy_of_the_repository(tmp_path / 'clone')
-    done = run(argv_for(documented('.tox/py311/bin/python scripts/sync_config.py')), cwd=tree)
+    done = run(argv_for(documented('.tox/py313/bin/python scripts/sync_config.py')), cwd=tree)
     assert done.returncode == 0, done.stdout + done.stderr
     # It prints `wrote <file>` for each file it rewrote: none, since the repository is in sync with its spec.
     assert 'wrote' not in done.stdout

@@ -16,22 +16,23 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 import yaml
 
+from datadog_checks.gunicorn.base_compat import dump_yaml
+
 from .gunicorn_env import REPO, cached_venv
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_agent]
 
 CHECK_METRIC = json.loads((REPO / 'manifest.json').read_text())['assets']['integration']['metrics']['check']
 # What the Agent's embedded Python ships that the check relies on: the base package with its dependencies, and psutil.
-BASE_PIN = next(
-    line.strip()
-    for line in (REPO / 'requirements-dev.txt').read_text().splitlines()
-    if line.startswith('datadog-checks-base')
-)
+# The base is the one this test environment runs on (tox.ini): each Agent's environment installs the wheel into a
+# Python holding that Agent's base, as `integration install` does in that Agent.
+BASE_PIN = 'datadog-checks-base[deps]==%s' % metadata.version('datadog-checks-base')
 AGENT_PACKAGES = (BASE_PIN, 'psutil')
 PACKAGE_DIR = 'datadog_checks/gunicorn'
 
@@ -169,3 +170,26 @@ def test_the_installed_config_models_validate_options(agent_python, tmp_path):
     done = run_installed(agent_python, tmp_path, '--conf', str(conf))
     assert done.returncode == 1, done.stdout + done.stderr
     assert 'cpu_sample_interval' in done.stdout
+
+
+def test_the_installed_check_reads_a_pid_file_a_control_socket_and_its_listener(agent_python, gunicorn, tmp_path):
+    """The options the Agent's base validates most (pid_file and control_socket are reserved to trusted providers from
+    Agent 7.78.0 on; older Agents accept them from every provider) and the sources they open, on this base."""
+    pid_file, control_socket = tmp_path / 'web.pid', tmp_path / 'web.ctl'
+    server = gunicorn(workers=2, args=['--pid', str(pid_file), '--control-socket', str(control_socket)])
+    conf = tmp_path / 'conf.yaml'
+    instance = {'pid_file': str(pid_file), 'control_socket': str(control_socket), 'bind': server.bind}
+    init_config = {'gunicorn': str(server.venv / 'bin' / 'gunicorn')}
+    conf.write_text(dump_yaml({'init_config': init_config, 'instances': [instance]}))
+
+    done = run_installed(agent_python, tmp_path, '--conf', str(conf), '--times', '2', '--pause', '0.2', '--json')
+    assert done.returncode == 0, done.stdout + done.stderr
+    (report,) = json.loads(done.stdout)
+    assert report['errors'] == [] and report['warnings'] == [], report
+    app = 'app:%s' % server.name
+    series = {s['metric']: s for s in report['series']}
+    assert series[CHECK_METRIC]['tags'] and app in series[CHECK_METRIC]['tags']
+    # Read from the control socket (`show config`), and from the listener `bind` names.
+    assert series['gunicorn.workers.target']['points'][0][1] == 2.0
+    assert 'gunicorn.listen.backlog_max' in series
+    assert [(sc['check'], sc['status']) for sc in report['service_checks']][-1] == ('gunicorn.is_running', 0)

@@ -58,7 +58,7 @@ RUN_HERE: dict[str, tuple[str, ...]] = {
     # CI's whole job; a test cannot run tox inside tox, so the argument passing is tested instead.
     'python3 scripts/dev.py test': ('.ci/run', DEV_PY_PASSES_ARGUMENTS),
     'python3 scripts/dev.py test -e lint': (DEV_PY_PASSES_ARGUMENTS, UNIT + '::test_the_tox_environments_exist'),
-    'python3 scripts/dev.py test -e py311 -- tests/collectors/test_unit_discovery.py -k upgrade': (
+    'python3 scripts/dev.py test -e agent751 -- tests/collectors/test_unit_discovery.py -k upgrade': (
         DEV_PY_PASSES_ARGUMENTS,
         INTEGRATION + '::test_the_pytest_selection_after_double_dash_selects_tests',
     ),
@@ -85,7 +85,7 @@ RUN_HERE: dict[str, tuple[str, ...]] = {
         INTEGRATION + '::test_diagnose_by_pid_file',
         INTEGRATION + '::test_diagnose_by_pid_file_as_written',
     ),
-    '.tox/py311/bin/python scripts/sync_config.py --write': (
+    '.tox/py313/bin/python scripts/sync_config.py --write': (
         INTEGRATION + '::test_sync_config_write_leaves_the_generated_files_as_they_are',
     ),
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datadog_checks.base import AgentCheck, ConfigurationError
 
+from .base_compat import adapt_config_models
 from .collectors.containers import ContainerTags, group_by_tags
 from .collectors.cpu import CpuSampler
 from .collectors.discovery import AppTree, Discovery
@@ -12,12 +13,15 @@ from .collectors.saturation import SaturationCollector, SaturationReport, contro
 from .collectors.version import VersionReader
 from .collectors.working import WorkerCounts
 from .config_models import ConfigMixin
-from .configuration import Reads, one_line_error, procfs_root, require_trusted_provider_support, unknown_options
+from .configuration import Reads, one_line_error, procfs_root, unknown_options
 from .messages import bounded, control_socket_problem, explain_missing, no_workers_message, titles_missing_message
 from .sources.control_socket.client import ControlSocketError
 from .sources.control_socket.monitor import ControlSocketMonitor, Health
 from .sources.procfs import ProcessKey, ProcFS, held_files_limit
 from .sources.redaction import app_name
+
+# Before any instance loads its models: on an Agent older than 7.78.0 they must run as that Agent runs every check's.
+adapt_config_models()
 
 
 class GunicornCheck(AgentCheck, ConfigMixin):
@@ -32,8 +36,6 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         self._config_warnings: list[str] = []
         self._untitled_reported = False
         self._last_app: str | None = None  # with only a pid file, the name the master was last seen with
-        # Before the models load: on a base too old for them, say so rather than fail inside them.
-        self.check_initializations.appendleft(require_trusted_provider_support)
         self.check_initializations.append(self._configure)
 
     def load_configuration_models(self, package_path=None):

@@ -15,31 +15,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from datadog_checks.base import ConfigurationError
-from datadog_checks.base.utils.models import validation
-
 try:
     import datadog_agent
 except ImportError:  # outside the Agent (tests, the command-line tools)
     from datadog_checks.base.stubs import datadog_agent
 
 DEFAULT_PROCFS_ROOT = '/proc'
-# The first datadog-checks-base whose configuration models can refuse the options reserved to trusted providers.
-MINIMUM_BASE = '37.33.0'
-
-
-def require_trusted_provider_support() -> None:
-    """Refuse to run on a datadog-checks-base too old for the generated models, in words a user can act on.
-
-    The models call `validation.security` for `pid_file`, `control_socket` and `gunicorn`, which only trusted
-    configuration providers may set; older bases lack it and every such instance would fail with an AttributeError.
-    `agent integration install -w` does not compare versions, so an older Agent installs the wheel all the same.
-    """
-    if not hasattr(validation, 'security'):
-        raise ConfigurationError(
-            'this Gunicorn check needs datadog-checks-base %s or later, which the Agent running it does not embed: '
-            'upgrade the Agent (README, "Requirements")' % MINIMUM_BASE
-        )
+# The oldest datadog-checks-base the check is proven on: Agent 7.51.0's, the first Agent 7 on Python 3.11 (README,
+# "Requirements"). base_compat.py holds what differs up to the newest base.
+MINIMUM_BASE = '35.0.1'
 
 
 def procfs_root() -> str:

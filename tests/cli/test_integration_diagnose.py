@@ -18,7 +18,7 @@ from datadog_checks.gunicorn.sources.procfs import ProcFS
 from ..common import as_nobody, wait_for
 from ..gunicorn_env import APPS, REPO
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_agent]
 
 SECRETS = ('hunter2', 's3cr3t', 'secretpw')
 

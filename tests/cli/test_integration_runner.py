@@ -8,11 +8,12 @@ import subprocess
 import sys
 
 import pytest
-import yaml
+
+from datadog_checks.gunicorn.base_compat import dump_yaml
 
 from ..gunicorn_env import REPO
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_agent]
 
 
 def runner(*args: str) -> subprocess.CompletedProcess:
@@ -25,7 +26,7 @@ def test_conf_yaml_runs_every_instance_and_prints_the_agent_layout(gunicorn, tmp
     server = gunicorn(workers=2)
     conf = tmp_path / 'conf.yaml'
     conf.write_text(
-        yaml.safe_dump(
+        dump_yaml(
             {
                 'init_config': {'gunicorn': str(server.venv / 'bin' / 'gunicorn')},
                 'instances': [{'proc_name': server.name, 'tags': ['team:web']}, {'proc_name': 'absent-app'}],

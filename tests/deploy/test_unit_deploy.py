@@ -14,6 +14,7 @@ environment's installed check.
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import json
 import re
 import runpy
@@ -21,6 +22,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import types
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -47,10 +49,9 @@ VERSION = ABOUT['__version__']
 
 AGENT_IMAGE = 'gcr.io/datadoghq/agent'
 IMAGE_NAME = 'datadog-agent-gunicorn'
-# integrations-core AGENT_INTEGRATIONS.md: Agent 7.57.2 ships datadog-checks-base 36.13.0, 7.58.0 ships 37.0.0, the
-# floor setup.py declares. The options guarded by trusted providers need 37.33.0; the image build checks that one
-# (deploy/verify_install.py) because no Agent-to-base table for recent Agents could be read offline.
-MIN_AGENT = (7, 58, 0)
+# integrations-core AGENT_INTEGRATIONS.md: Agent 7.51.0 ships datadog-checks-base 35.0.1, the floor pyproject.toml
+# declares and the oldest the tests run on (tox -e agent751). deploy/verify_install.py checks the image's base.
+MIN_AGENT = (7, 51, 0)
 
 # Values of the datadog/datadog chart these examples may set, each read in the chart's charts/datadog/README.md values
 # table (and the agent container template charts/datadog/templates/_container-agent.yaml). A key outside this set is
@@ -555,3 +556,19 @@ def test_verify_install_fails_in_one_line_when_another_gunicorn_check_is_install
     assert done.stdout == ''
     (line,) = done.stderr.splitlines()
     assert 'is %s, not 4.3.0' % VERSION in line
+
+
+def test_verify_install_refuses_a_base_older_than_the_wheel_requires(monkeypatch):
+    # `integration install -w` installs the wheel on any Agent; the image build is where an older one is caught.
+    spec = importlib.util.spec_from_file_location('verify_install', DEPLOY / 'verify_install.py')
+    verify_install = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(verify_install)
+    for base, refused in (('34.3.1', True), ('35.0.1', False), ('38.5.0', False)):
+        requires, version = (lambda name: ['datadog-checks-base>=35.0.1']), (lambda name, base=base: base)
+        installed = types.SimpleNamespace(requires=requires, version=version)
+        monkeypatch.setattr(verify_install, 'metadata', installed)
+        if refused:
+            with pytest.raises(verify_install.VerificationError, match='%s in this Agent is older than 35.0.1' % base):
+                verify_install.check_base_version()
+        else:
+            verify_install.check_base_version()

@@ -168,8 +168,8 @@ def test_the_installed_config_models_validate_options(agent_python, tmp_path):
     conf = tmp_path / 'conf.yaml'
     conf.write_text('instances:\n  - proc_name: app\n    cpu_sample_interval: 3\n')
     done = run_installed(agent_python, tmp_path, '--conf', str(conf))
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert 'cpu_sample_interval' in done.stdout
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert 'cpu_sample_interval' in done.stderr
 
 
 def test_the_installed_check_reads_a_pid_file_a_control_socket_and_its_listener(agent_python, gunicorn, tmp_path):

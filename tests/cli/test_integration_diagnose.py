@@ -183,10 +183,14 @@ def run_pasted(text: str, conf_dir: str) -> dict:
 
         from datadog_checks.gunicorn.cli import runner
 
+        here = os.getcwd()
         os.chdir('/')  # the Agent's working directory is not the application's
         out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = runner.main(['--conf', conf, '--json'])
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = runner.main(['--conf', conf, '--json'])
+        finally:
+            os.chdir(here)  # in this process, later tests resolve paths against the repository
         assert code == 0, (code, out.getvalue(), err.getvalue())
         (report,) = json.loads(out.getvalue())
         return report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 
@@ -182,3 +183,41 @@ def test_an_unreadable_process_table_is_said(root):
     seen = Sightings()
     assert ProcessTable(ProcFS(root), LOG).masters(seen) == []
     assert seen.unreadable_root.startswith(root)
+
+
+def share_pids(fake, last_pid):
+    """The fake root as the proc of this process's own PID namespace: `self` is this process, loadavg the last pid."""
+    if not (fake.root / 'self').is_symlink():
+        (fake.root / 'self').symlink_to(str(os.getpid()))
+    (fake.root / 'loadavg').write_text('0.10 0.20 0.30 1/200 %d\n' % last_pid)
+
+
+def set_tgid(fake, pid, tgid):
+    status = fake.root / str(pid) / 'status'
+    status.write_text(status.read_text() + 'Tgid:\t%d\n' % tgid)
+
+
+def test_sharing_the_hosts_pids_a_run_looks_only_at_the_pids_allocated_since_the_last(fake, procfs):
+    for pid in range(1000, 1200):
+        fake.add(pid, 1, ['/usr/bin/sleep', '1000'])
+    titled(fake, 100, 'shop')
+    share_pids(fake, 1199)
+    table = ProcessTable(procfs, LOG, Clock())
+    assert names(table) == [('shop', FROM_TITLE)]
+    listings = table.listings
+    examined = table.examined
+    # A master and its worker start on pids 1300 and 1301; 1302 is a thread of the master, titled as it is.
+    titled(fake, 1300, 'billing', workers=1)
+    fake.add(1302, 1, 'gunicorn: master [billing]')
+    for pid, tgid in ((1300, 1300), (1301, 1301), (1302, 1300)):
+        set_tgid(fake, pid, tgid)
+    share_pids(fake, 1302)
+    assert names(table) == [('billing', FROM_TITLE), ('shop', FROM_TITLE)]
+    assert table.listings == listings  # the table was not listed
+    # The 200 pids of the first listing once more (fork then exec), then the 103 allocated since: not the table.
+    assert table.examined - examined == 200 + 3 + 103
+    # Pids wrapped: the table is listed again (where, unlike in this fake root, no thread shows).
+    fake.remove(1302)
+    share_pids(fake, 400)
+    assert names(table) == [('billing', FROM_TITLE), ('shop', FROM_TITLE)]
+    assert table.listings == listings + 1

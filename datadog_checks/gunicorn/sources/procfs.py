@@ -279,6 +279,11 @@ def parse_forks(data: bytes) -> int:
     raise ValueError('no processes line')
 
 
+def parse_last_pid(data: bytes) -> int:
+    """The last field of /proc/loadavg: the pid most recently allocated in the reader's PID namespace."""
+    return int(data.split()[4])
+
+
 def parse_environ(data: bytes, names: frozenset[str]) -> dict[str, str]:
     """Only the variables in `names`: the rest of an environment may hold secrets and is never kept."""
     found = {}
@@ -658,6 +663,28 @@ class ProcFS:
     def read_forks(self) -> int:
         """How many processes and threads the kernel has created since boot: unchanged means none was."""
         return self._read_root_file('stat', parse_forks, 'no fork count')
+
+    def read_last_pid(self) -> int | None:
+        """The pid the kernel allocated last, when this root is the proc of this process's own PID namespace; else
+        None. /proc/loadavg reports it for the namespace of whoever reads it, not for the namespace of the mount, so
+        it means something only when `self` under the root is this process (the Agent sharing the host's PIDs)."""
+        try:
+            if os.readlink('%s/self' % self.root) != str(os.getpid()):
+                return None
+        except OSError:
+            return None
+        try:
+            return self._read_root_file('loadavg', parse_last_pid, 'no last pid')
+        except ProcUnsupported:
+            return None
+
+    def read_tgid(self, pid: int) -> int:
+        """The process a task id belongs to: itself for a process, another pid for one of its threads. /proc/TID is
+        there for every thread too, though the listing of the root shows processes only."""
+        tgid = _status_value(self._read(pid, 'status'), b'Tgid:')
+        if tgid is None:
+            raise ProcessGone(pid, self.path(pid, 'status'), 'no Tgid line')
+        return int(tgid)
 
     def read_file_of(self, pid: int, path: str, max_bytes: int) -> bytes:
         """A regular file as process `pid` names it: relative to its working directory, absolute within its root.

@@ -103,10 +103,15 @@ def test_a_configuration_file_reached_through_a_symbolic_link_is_not_read(fake, 
     assert names(ProcessTable(procfs, LOG)) == [('search.wsgi:app', FROM_APPLICATION)]
 
 
-def test_a_run_looks_only_at_new_processes_and_lists_nothing_while_no_process_was_created(fake, procfs):
+def busy_host(fake):
+    """200 processes that are not Gunicorn's, and one titled master `shop` with two workers."""
     for pid in range(1000, 1200):
         fake.add(pid, 1, ['/usr/bin/sleep', '1000'])
     titled(fake, 100, 'shop')
+
+
+def test_a_run_looks_only_at_new_processes_and_lists_nothing_while_no_process_was_created(fake, procfs):
+    busy_host(fake)
     set_forks(fake, 50)
     table = ProcessTable(procfs, LOG, Clock())
     assert names(table) == [('shop', FROM_TITLE)]
@@ -198,9 +203,7 @@ def set_tgid(fake, pid, tgid):
 
 
 def test_sharing_the_hosts_pids_a_run_looks_only_at_the_pids_allocated_since_the_last(fake, procfs):
-    for pid in range(1000, 1200):
-        fake.add(pid, 1, ['/usr/bin/sleep', '1000'])
-    titled(fake, 100, 'shop')
+    busy_host(fake)
     share_pids(fake, 1199)
     table = ProcessTable(procfs, LOG, Clock())
     assert names(table) == [('shop', FROM_TITLE)]

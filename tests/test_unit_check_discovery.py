@@ -268,3 +268,19 @@ def test_node_wide_bad_options_name_the_option(autodiscovery, hint, dd_run_check
     with pytest.raises(Exception, match='ConfigurationError') as info:
         dd_run_check(check)
     assert hint in str(info.value)
+
+
+def test_node_wide_a_usr2_upgrade_is_one_app_as_in_single_app_mode(proc, dd_run_check, aggregator):
+    proc.add(100, 1, 'gunicorn: master [web]', children=(101, 102))
+    proc.add(101, 100, 'gunicorn: worker [web]')
+    proc.add(102, 100, 'gunicorn: master [web.2]', children=(103,))
+    proc.add(103, 102, 'gunicorn: worker [web.2]')
+    check = node_wide()
+    run(check, dd_run_check, aggregator)
+    assert apps_reported(aggregator) == {'app:web': 2}  # both masters' workers serve traffic; one app, not two
+    # The old master exits; the new one, re-parented, still shows `web.2` until it renames itself.
+    proc.remove(100)
+    proc.remove(101)
+    proc.set_stat(102, ppid=1, comm='gunicorn: maste')
+    run(check, dd_run_check, aggregator)
+    assert apps_reported(aggregator) == {'app:web': 1}

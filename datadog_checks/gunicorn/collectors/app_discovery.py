@@ -99,7 +99,7 @@ class ProcessTable:
     _forks: int | None = None
     _last_pid: int | None = None
     _listed: set[int] = field(default_factory=set)
-    _fresh: set[int] = field(default_factory=set)
+    _fresh: dict[int, str] = field(default_factory=dict)  # pids new in the last run, and the comm they showed
     _watched: dict[int, _Watched] = field(default_factory=dict)
     _names: dict[ProcessKey, AppName] = field(default_factory=dict)
     _last_scan: float | None = None
@@ -138,9 +138,7 @@ class ProcessTable:
         if not full and last_pid is not None and previous is not None and 0 <= last_pid - previous <= MAX_PROBED_PIDS:
             # Pids are handed out in increasing order until they wrap: the new processes are among those allocated
             # since the last run, whatever the size of the table (a wrap, or a burst, lists it instead).
-            new = set(range(previous + 1, last_pid + 1))
-            self._examine_each(new | self._fresh, seen, probing=True)
-            self._fresh = new
+            self._examine_each(range(previous + 1, last_pid + 1), seen, probing=True)
             return
         forks = self._read_forks()
         if not full and not self._fresh and forks is not None and forks == self._forks:
@@ -161,17 +159,29 @@ class ProcessTable:
         for pid in self._listed - listed:
             self._watched.pop(pid, None)
         self._listed = listed
-        again = self._fresh & listed
-        self._fresh = new
         seen.processes = len(listed)
-        self._examine_each(new | again, seen, probing=False)
+        self._examine_each(sorted(new), seen, probing=False)
+        if full:
+            self._fresh = {}  # a whole table is not new: looking at all of it again next run would cost a listing
 
-    def _examine_each(self, pids: set[int], seen: Sightings, probing: bool) -> None:
+    def _examine_each(self, new: Iterable[int], seen: Sightings, probing: bool) -> None:
+        """Look at the `new` pids, and again at those new in the last run whose comm changed since (an exec)."""
+        again, self._fresh = self._fresh, {}
         parents: set[int] = set()
-        for pid in pids:
+        for pid in new:
+            again.pop(pid, None)
             parent = self._examine(pid, seen, probing)
             if parent is not None and parent not in self._watched:
                 parents.add(parent)
+        for pid, comm in again.items():
+            try:
+                changed = self.procfs.read_comm(pid) != comm
+            except ProcError:
+                continue
+            if changed:
+                parent = self._examine(pid, seen, probing)
+                if parent is not None and parent not in self._watched:
+                    parents.add(parent)
         for pid in parents:
             self._examine(pid, seen, probing=False)
 
@@ -187,6 +197,7 @@ class ProcessTable:
         self.examined += 1
         try:
             comm = self.procfs.read_comm(pid)
+            self._fresh[pid] = comm
             ours = comm.startswith(MASTER_COMM_PREFIX) or may_run_gunicorn(comm)
             if not ours and not comm.startswith(_TITLED_CHILD_COMM):
                 return None  # most processes of a host end here, after one 15-byte read

@@ -157,8 +157,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
                 self.warning(apps_left_out_message(self._discovery.left_out, self._discovery.selection.max_apps))
             if self._discovery.sightings.unreadable_root:
                 self.warning(process_table_unreadable_message(self._discovery.sightings))
-        # One warning per application (single-app mode has one key), once; again only if titles came back and the
-        # application went away and came back without them.
+        # Once per application (single-app mode has one key); again only if its titles came back and went away.
         key = (lambda t: t.app or '') if self._node_wide else (lambda t: '')
         untitled: dict[str, list[AppTree]] = {}
         for tree in trees:

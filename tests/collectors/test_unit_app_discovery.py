@@ -233,3 +233,21 @@ def test_a_new_process_that_execs_gunicorn_after_its_first_look_is_found_in_the_
     titled(fake, 101, 'shop', workers=0)  # exec'd: no new pid, but a new comm
     set_tgid(fake, 101, 101)
     assert names(table) == [('shop', FROM_TITLE)]
+
+
+def test_after_pids_wrap_the_pids_allocated_on_both_sides_of_pid_max_are_looked_at(fake, procfs):
+    (fake.root / 'sys' / 'kernel').mkdir(parents=True)
+    (fake.root / 'sys' / 'kernel' / 'pid_max').write_text('2000\n')
+    busy_host(fake)
+    share_pids(fake, 1990)
+    table = ProcessTable(procfs, LOG, Clock())
+    assert names(table) == [('shop', FROM_TITLE)]
+    listings, examined = table.listings, table.examined
+    titled(fake, 1995, 'late', workers=0)
+    titled(fake, 305, 'early', workers=0)
+    for pid in (1995, 305):
+        set_tgid(fake, pid, pid)
+    share_pids(fake, 305)
+    assert names(table) == [('early', FROM_TITLE), ('late', FROM_TITLE), ('shop', FROM_TITLE)]
+    assert table.listings == listings
+    assert table.examined - examined == 9 + 305  # 1991 to 1999, then 1 to 305

@@ -18,8 +18,8 @@ therefore watched, not walked:
 - A new worker makes its parent be looked at again: a shell that exec'd Gunicorn keeps its pid and was seen as a
   shell, but the workers it forks next are new.
 - The whole table is looked at again every `RESCAN_SECONDS`, as in single-application mode, for what no fork reveals
-  (a Python process that exec'd Gunicorn and forked nothing yet), and whenever pids wrapped or too many were
-  allocated since the last run.
+  (a Python process that exec'd Gunicorn and forked nothing yet), and whenever too many pids were allocated since the
+  last run to look at each.
 
 The processes under each master are found as in single-application mode (`Discovery.tree`), from which this class
 inherits the trees and their caches.
@@ -27,6 +27,7 @@ inherits the trees and their caches.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import time
@@ -98,6 +99,7 @@ class ProcessTable:
     examined: int = 0  # processes whose comm was read because they were new (or once more)
     _forks: int | None = None
     _last_pid: int | None = None
+    _pid_max: int | None = None
     _listed: set[int] = field(default_factory=set)
     _fresh: dict[int, str] = field(default_factory=dict)  # pids new in the last run, and the comm they showed
     _watched: dict[int, _Watched] = field(default_factory=dict)
@@ -135,10 +137,11 @@ class ProcessTable:
         full = self._last_scan is None or self.clock() - self._last_scan >= RESCAN_SECONDS
         last_pid = self.procfs.read_last_pid()
         previous, self._last_pid = self._last_pid, last_pid
-        if not full and last_pid is not None and previous is not None and 0 <= last_pid - previous <= MAX_PROBED_PIDS:
-            # Pids are handed out in increasing order until they wrap: the new processes are among those allocated
-            # since the last run, whatever the size of the table (a wrap, or a burst, lists it instead).
-            self._examine_each(range(previous + 1, last_pid + 1), seen, probing=True)
+        allocated = None if full or last_pid is None or previous is None else self._allocated(previous, last_pid)
+        if allocated is not None:
+            # Pids are handed out in increasing order, wrapping at pid_max: the new processes are among those
+            # allocated since the last run, whatever the size of the table (a burst lists the table instead).
+            self._examine_each(allocated, seen, probing=True)
             return
         forks = self._read_forks()
         if not full and not self._fresh and forks is not None and forks == self._forks:
@@ -184,6 +187,16 @@ class ProcessTable:
                     parents.add(parent)
         for pid in parents:
             self._examine(pid, seen, probing=False)
+
+    def _allocated(self, previous: int, last: int) -> Iterable[int] | None:
+        """The pids allocated after `previous` up to `last`, or None when there are too many to look at one by one."""
+        if previous <= last:
+            return range(previous + 1, last + 1) if last - previous <= MAX_PROBED_PIDS else None
+        if self._pid_max is None:
+            self._pid_max = self.procfs.read_pid_max() or 0
+        if not previous < self._pid_max or self._pid_max - previous + last > MAX_PROBED_PIDS:
+            return None
+        return itertools.chain(range(previous + 1, self._pid_max), range(1, last + 1))
 
     def _read_forks(self) -> int | None:
         try:

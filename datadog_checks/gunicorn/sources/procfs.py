@@ -678,6 +678,13 @@ class ProcFS:
         except ProcUnsupported:
             return None
 
+    def read_pid_max(self) -> int | None:
+        """kernel.pid_max: pids are allocated below it, then wrap around (to 300, RESERVED_PIDS in kernel/pid.c)."""
+        try:
+            return self._read_root_file('sys/kernel/pid_max', int, 'no pid_max')
+        except ProcUnsupported:
+            return None
+
     def read_tgid(self, pid: int) -> int:
         """The process a task id belongs to: itself for a process, another pid for one of its threads. /proc/TID is
         there for every thread too, though the listing of the root shows processes only."""

@@ -23,6 +23,8 @@ def proc(tmp_path, datadog_agent):
     tagger.reset()
     yield FakeProc(tmp_path)
     tagger.reset()
+    # The stub is reset when a test asks for it, not after: a later test on the real /proc must not read this root.
+    datadog_agent.reset()
 
 
 def titled_app(fake, master, name='web', workers=2, container=None):

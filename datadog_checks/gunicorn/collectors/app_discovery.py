@@ -285,7 +285,6 @@ class AppDiscovery(Discovery):
     """Discovery for `app_autodiscovery`: the trees of every selected application's masters on the host."""
 
     selection: AppSelection = field(default_factory=AppSelection)
-    names: dict[ProcessKey, AppName] = field(default_factory=dict)  # how each master of the last run was named
     left_out: list[str] = field(default_factory=list)  # apps found past max_apps in the last run
     _table: ProcessTable | None = None
     _reported: list[str] = field(default_factory=list)
@@ -301,18 +300,15 @@ class AppDiscovery(Discovery):
 
     def _current_masters(self) -> list[Master]:
         self.sightings = Sightings(untitled_examined=True)
-        found = self.table.masters(self.sightings)
-        by_app: dict[str, list[tuple[Master, AppName]]] = {}
-        for master, name in found:
+        by_app: dict[str, list[Master]] = {}
+        for master, _ in self.table.masters(self.sightings):
             app = base_name(master.name) or ''
             if self.selection.wanted(app):
-                by_app.setdefault(app, []).append((master, name))
+                by_app.setdefault(app, []).append(master)
         kept, self.left_out = self.selection.bound(by_app, self._reported)
         self._reported = kept
-        chosen = [pair for app in kept for pair in by_app[app]]
-        self.names = {m.stat.key: name for m, name in chosen}
         self.scans = self.table.scans
-        return [m for m, _ in chosen]
+        return [master for app in kept for master in by_app[app]]
 
 
 @dataclass(frozen=True)

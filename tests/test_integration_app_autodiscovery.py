@@ -105,3 +105,13 @@ def test_without_include_this_tests_apps_are_among_whatever_else_runs(
     check = node_wide(make_check, server, max_apps=1000)
     assert run(check, dd_run_check, aggregator, prefix) == {'mine': 2}
     aggregator.assert_service_check('gunicorn.is_running', AgentCheck.OK, tags=['team:web', 'app:%smine' % prefix])
+
+
+def test_an_untitled_master_is_named_by_the_proc_name_of_its_configuration_file(
+    prefix, tmp_path, gunicorn, make_check, aggregator, dd_run_check
+):
+    config = tmp_path / 'gunicorn_conf.py'
+    config.write_text('workers = 1\nproc_name = %r\n' % (prefix + 'from-file'))
+    server = gunicorn(name=None, workers=1, setproctitle=False, args=['-c', str(config)])
+    check = node_wide(make_check, server, include=[prefix])
+    assert run(check, dd_run_check, aggregator, prefix) == {'from-file': 1}

@@ -23,6 +23,13 @@ including `gunicorn.workers` alone, what Datadog's own gunicorn check sends, whi
 socket tables, PSS and the per-role resource reads; it is printed beside the default configuration's and written to
 --json as `workers_only_cpu`.
 
+Then the node-wide cells (issue 19): N apps of M workers each among P other processes, one `app_autodiscovery`
+instance against the N single-app instances it replaces, run one after the other, and against the same apps under
+Datadog's own method (its gunicorn check walks the process table with psutil once per instance, reading every
+process's command line, then sleeps between two readings of each worker's CPU times); the node-wide run at two sizes
+of P; and the run that follows the start of 100 short-lived unrelated processes. `--only node-wide` runs these cells
+alone.
+
 Then it runs one check many times with a tiny sample window and reports the process's memory (RSS, tracemalloc)
 before and after. Figures are printed, never asserted (the machine is shared and they are noisy); the command fails
 only on errors: a run that raises or returns an error, a wrong worker count, a server that does not start.
@@ -56,6 +63,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -69,6 +78,8 @@ from datadog_checks.gunicorn.sources.sockets import netlink  # noqa: E402
 from datadog_checks.gunicorn.sources.sockets.rows import TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN  # noqa: E402
 from tests.gunicorn_env import NEWEST, Gunicorn  # noqa: E402
 
+NODE_FULL = {'apps': 10, 'app_workers': 4, 'procs': 2000, 'flat_procs': (100, 5000), 'runs': 30, 'new_procs': 100}
+NODE_SHORT = {'apps': 3, 'app_workers': 2, 'procs': 2000, 'flat_procs': (100, 2000), 'runs': 3, 'new_procs': 100}
 FULL = {'workers': (1, 16, 64, 256), 'procs': (100, 2000, 5000), 'runs': 60, 'first_runs': 5, 'memory_runs': 10_000}
 SHORT = {'workers': (1, 16, 64), 'procs': (100, 2000), 'runs': 20, 'first_runs': 3, 'memory_runs': 2_000}
 # The configured default: the wall-time target is about this window.
@@ -425,6 +436,175 @@ def measure(server: Gunicorn, procs: int, runs: int, first_runs: int, window: fl
     return cell
 
 
+# Node-wide (app_autodiscovery)
+
+
+def node_wide_check(prefix: str, venv: Path, window: float, metric_patterns: dict | None = None) -> GunicornCheck:
+    # `include` keeps other Gunicorn servers of a shared machine out of the counts; their masters are still on the
+    # table the instance watches, as on a real node.
+    instance = {
+        'app_autodiscovery': {'enabled': True, 'include': [prefix]},
+        'cpu_sample_interval': window,
+        'gunicorn': str(venv / 'bin' / 'gunicorn'),
+        'tags': ['bench:true'],
+    }
+    if metric_patterns:
+        instance['metric_patterns'] = metric_patterns
+    check = GunicornCheck('gunicorn', {}, [instance])
+    check.check_id = 'gunicorn:bench-node'
+    return check
+
+
+def datadog_method(name: str, window: float) -> int:
+    """One run of Datadog's own gunicorn check for one app, as its source does it: every process's command line
+    through psutil to find `gunicorn: master [NAME]`, the master's children, and each worker's CPU times around a
+    sleep. Returns the workers seen."""
+    title = 'gunicorn: master [%s]' % name
+    master = None
+    for proc in psutil.process_iter():
+        try:
+            cmdline = proc.cmdline()
+        except psutil.Error:
+            continue
+        if cmdline and cmdline[0] == title:
+            master = proc
+            break
+    if master is None:
+        raise BenchError("Datadog's method found no master named %s" % name)
+    workers = master.children()
+    before = [w.cpu_times() for w in workers]
+    time.sleep(window)
+    after = [w.cpu_times() for w in workers]
+    return sum(1 for b, a in zip(before, after, strict=True) if a.user + a.system - b.user - b.system >= 0)
+
+
+def single_run(check: GunicornCheck, workers: int, gap: float) -> float:
+    time.sleep(gap)
+    return run_check(check, workers)[0]
+
+
+def datadog_run(name: str, workers: int, window: float, gap: float) -> float:
+    time.sleep(gap)
+    cpu, _, seen = cpu_and_wall(lambda: datadog_method(name, window))
+    if seen != workers:
+        raise BenchError("Datadog's method saw %s workers where %d run" % (seen, workers))
+    return cpu
+
+
+@dataclass
+class NodeCells:
+    apps: int
+    app_workers: int
+    procs: int
+    node_wide_cpu: Series = field(default_factory=Series)  # one node-wide run
+    node_workers_only_cpu: Series = field(default_factory=Series)  # the same, sending what Datadog's check sends
+    single_apps_cpu: Series = field(default_factory=Series)  # the N single-app runs it replaces, summed
+    datadog_cpu: Series = field(default_factory=Series)  # Datadog's method for the N apps, summed
+    flat_cpu: dict[int, Series] = field(default_factory=dict)  # node-wide run, by P
+    after_new_cpu: Series = field(default_factory=Series)  # the run after new_procs new processes appeared
+    after_new_examined: list[int] = field(default_factory=list)  # processes that run looked at as new
+    new_procs: int = 0
+    submissions: int = 0  # metrics and service checks of one node-wide run
+
+
+def measure_node_wide(tmp: Path, idle: IdleProcesses, plan: dict, window: float, gap: float) -> NodeCells:
+    apps, app_workers = plan['apps'], plan['app_workers']
+    cells = NodeCells(apps, app_workers, plan['procs'], new_procs=plan['new_procs'])
+    prefix = 'bench-%d-' % os.getpid()
+    servers = [
+        Gunicorn(
+            tmp / ('app%d' % n), name='%sapp%d' % (prefix, n), workers=app_workers, args=['--graceful-timeout', '1']
+        )
+        for n in range(apps)
+    ]
+    total = apps * app_workers
+    try:
+        for server in servers:
+            server.start(wait=False)
+        for server in servers:
+            server.wait_ready(timeout=60)
+        idle.resize(plan['procs'])
+        node = node_wide_check(prefix, servers[0].venv, window)
+        node_workers_only = node_wide_check(prefix, servers[0].venv, window, WORKERS_ONLY)
+        singles = [new_check(server, window) for server in servers]
+        for _ in range(3):  # warm both, as the single-app cells do
+            run_check(node, total)
+            run_workers_only(node_workers_only, total)
+            for check, server in zip(singles, servers, strict=True):
+                run_check(check, server.workers)
+        for _ in range(plan['runs']):
+            time.sleep(gap)
+            cells.node_wide_cpu.add(run_check(node, total)[0])
+            cells.submissions = sum(len(m) for m in aggregator._metrics.values()) + sum(
+                len(c) for c in aggregator._service_checks.values()
+            )
+            # Each instance on its own schedule, as the Agent runs them: each run starts cold, after a gap.
+            cells.single_apps_cpu.add(sum(single_run(c, s.workers, gap) for c, s in zip(singles, servers, strict=True)))
+            cells.datadog_cpu.add(sum(datadog_run(s.name, s.workers, window, gap) for s in servers))
+            time.sleep(gap)
+            cells.node_workers_only_cpu.add(run_workers_only(node_workers_only, total))
+        for procs in plan['flat_procs']:
+            idle.resize(procs)
+            run_check(node, total)  # the listing that follows the resize
+            series = cells.flat_cpu[procs] = Series()
+            for _ in range(plan['runs']):
+                time.sleep(gap)
+                series.add(run_check(node, total)[0])
+        table = node._discovery.table
+        for _ in range(max(3, plan['runs'] // 5)):
+            newcomers = IdleProcesses(60)
+            try:
+                newcomers.resize(plan['new_procs'])
+                time.sleep(gap)
+                examined = table.examined
+                cells.after_new_cpu.add(run_check(node, total)[0])
+                cells.after_new_examined.append(table.examined - examined)
+            finally:
+                newcomers.close()
+            run_check(node, total)  # the next run looks at them once more, then they are gone
+    finally:
+        for server in servers:
+            server.stop()
+    return cells
+
+
+def report_node_wide(cells: NodeCells, stub_seconds: float) -> None:
+    n, w = cells.apps, cells.app_workers
+    print(
+        '\nNode-wide (app_autodiscovery), %d apps x %d workers among %d other processes, steady CPU (ms; median '
+        '[p10-p90]):' % (n, w, cells.procs)
+    )
+    print('  one node-wide run              %s' % cells.node_wide_cpu.text())
+    stub_ms = cells.submissions * stub_seconds * 1e3
+    print(
+        '    of which the stub aggregator %.3f (%d submissions, taken in C by the Agent)' % (stub_ms, cells.submissions)
+    )
+    print('  ... sending gunicorn.workers only %s' % cells.node_workers_only_cpu.text())
+    print('  the %2d single-app runs, summed %s' % (n, cells.single_apps_cpu.text()))
+    print("  Datadog's method, %2d instances %s" % (n, cells.datadog_cpu.text()))
+    for procs, series in sorted(cells.flat_cpu.items()):
+        print('  node-wide run at P=%-5d        %s' % (procs, series.text()))
+    print(
+        '  the run after %d new processes %s (%s processes looked at as new)'
+        % (cells.new_procs, cells.after_new_cpu.text(), '/'.join(map(str, cells.after_new_examined)))
+    )
+    node, singles, datadog = cells.node_wide_cpu.p50, cells.single_apps_cpu.p50, cells.datadog_cpu.p50
+    _mark(node <= singles, 'node-wide costs no more than the single-app runs it replaces: %.2fx' % (node / singles))
+    _mark(
+        datadog / node >= 25,
+        "at least 25x less CPU than Datadog's method for the same apps: %.1fx (sending everything; %.1fx sending "
+        "gunicorn.workers alone, as Datadog's check does)"
+        % (datadog / node, datadog / cells.node_workers_only_cpu.p50),
+    )
+    _mark(
+        datadog / cells.node_workers_only_cpu.p50 >= 25,
+        "  ... for the same output (gunicorn.workers alone): %.1fx; everything, without the stub aggregator's "
+        'submissions: %.1fx' % (datadog / cells.node_workers_only_cpu.p50, datadog / max(node - stub_ms, 1e-3)),
+    )
+    low, high = (cells.flat_cpu[p] for p in sorted(cells.flat_cpu)[:: len(cells.flat_cpu) - 1])
+    _mark(high.p50 / low.p50 < 1.25, 'flat in P: %.2fx from the smallest P to the largest' % (high.p50 / low.p50))
+
+
 def stub_submission_seconds() -> float:
     """CPU time of one submission inside the stub aggregator: the part the Agent does in C instead.
 
@@ -573,12 +753,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument('--max-seconds', type=int, default=1800, help='the idle processes die after this long')
     parser.add_argument('--json', help='also write every sample to this file')
+    parser.add_argument(
+        '--only', choices=['node-wide'], help='run only these cells (node-wide: the app_autodiscovery comparison)'
+    )
     return parser
 
 
 def plan_of(args: argparse.Namespace) -> dict:
     """The sizes and run counts the options ask for (the docs' commands are checked against it)."""
     plan = dict(SHORT if args.short else FULL)
+    plan['node'] = dict(NODE_SHORT if args.short else NODE_FULL)
     if args.workers:
         plan['workers'] = tuple(int(w) for w in args.workers.split(','))
     if args.procs:
@@ -597,7 +781,8 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (CI's timeout, tox) must unwind through the `with` blocks that stop every process.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.monotonic()
-    preflight(max(plan['procs']), max(plan['workers']))
+    node_plan = plan['node']
+    preflight(max(*plan['procs'], *node_plan['flat_procs']), max(plan['workers']))
     print(
         'gunicorn check benchmark: Python %s, Gunicorn %s, %s, %d CPUs, load %s, sample window %.3f s, '
         '%d steady runs and %d fresh checks per cell'
@@ -616,8 +801,9 @@ def main(argv: list[str] | None = None) -> int:
     cells: list[Cell] = []
     memory = None
     shares: dict[int, list[tuple[str, float]]] = {}
+    node_cells = None
     with tempfile.TemporaryDirectory(prefix='gunicorn-bench-') as tmp, IdleProcesses(args.max_seconds) as idle:
-        for workers in plan['workers']:
+        for workers in plan['workers'] if args.only is None else ():
             idle.resize(min(plan['procs']))  # one server at a time, on a quiet table, however big the last cell was
             progress('starting Gunicorn with %d workers' % workers)
             with bench_server(Path(tmp), workers) as server:
@@ -640,8 +826,12 @@ def main(argv: list[str] | None = None) -> int:
                 if plan['memory_runs'] and (memory is None and workers >= MEMORY_WORKERS):
                     progress('  memory: %d runs with a %.3f s window' % (plan['memory_runs'], MEMORY_WINDOW_SECONDS))
                     memory = measure_memory(server, plan['memory_runs'])
+        progress('node-wide: %(apps)d apps x %(app_workers)d workers among %(procs)d other processes' % node_plan)
+        node_cells = measure_node_wide(Path(tmp), idle, node_plan, args.window, args.gap)
     elapsed = time.monotonic() - started
-    report(cells, memory, args.window, stub_submission_seconds(), shares)
+    if cells:
+        report(cells, memory, args.window, stub_submission_seconds(), shares)
+    report_node_wide(node_cells, stub_submission_seconds())
     print('\n%d cells in %.0f s; load average at the end %s' % (len(cells), elapsed, os.getloadavg()[0]))
     if args.json:
         Path(args.json).write_text(
@@ -657,6 +847,11 @@ def main(argv: list[str] | None = None) -> int:
                         for cell in cells
                     ],
                     'memory': memory.__dict__ if memory else None,
+                    'node_wide': {
+                        k: (v.values if isinstance(v, Series) else {p: x.values for p, x in v.items()})
+                        for k, v in node_cells.__dict__.items()
+                        if isinstance(v, (Series, dict))
+                    },
                 },
                 indent=1,
             )

@@ -23,6 +23,8 @@ def proc(tmp_path, datadog_agent):
     tagger.reset()
     yield FakeProc(tmp_path)
     tagger.reset()
+    # The stub is reset when a test asks for it, not after: a later test on the real /proc must not read this root.
+    datadog_agent.reset()
 
 
 def titled_app(fake, master, name='web', workers=2, container=None):
@@ -177,3 +179,112 @@ def test_a_wrong_procfs_path_is_explained(tmp_path, datadog_agent, dd_run_check,
         AgentCheck.CRITICAL,
         message=r'The process table cannot be listed \(.*/host/proc: No such file or directory\): set the Agent',
     )
+
+
+# app_autodiscovery: one instance for every application on the host
+
+
+def node_wide(**options):
+    return make({'app_autodiscovery': {'enabled': True, **options}, 'tags': ['team:a']})
+
+
+def apps_reported(aggregator) -> dict[str, int]:
+    """Workers per app tag, summed over states and containers."""
+    total: dict[str, int] = {}
+    for metric in aggregator.metrics('gunicorn.workers'):
+        app = next(t for t in metric.tags if t.startswith('app:'))
+        total[app] = total.get(app, 0) + int(metric.value)
+    return total
+
+
+def test_node_wide_reports_every_app_under_its_own_tag(proc, dd_run_check, aggregator):
+    titled_app(proc, 100, name='shop', workers=2)
+    titled_app(proc, 200, name='billing', workers=3)
+    untitled_app(proc, 300, name='search', workers=1)
+    check = node_wide()
+    run(check, dd_run_check, aggregator)
+    assert apps_reported(aggregator) == {'app:shop': 2, 'app:billing': 3, 'app:search': 1}
+    for app in ('shop', 'billing', 'search'):
+        aggregator.assert_service_check('gunicorn.is_running', AgentCheck.OK, tags=['team:a', 'app:%s' % app])
+    # The untitled app gets the single-app warning, naming it.
+    assert len(check.warnings) == 1 and 'of search runs without process titles' in check.warnings[0]
+    for metric in aggregator.metrics('gunicorn.workers'):
+        assert not any(t.startswith(('pid:', 'cmdline:', 'command:')) for t in metric.tags)
+
+
+def test_node_wide_replicas_in_containers_stay_apart(proc, dd_run_check, aggregator):
+    titled_app(proc, 100, workers=2, container=WEB1)
+    titled_app(proc, 200, workers=3, container=WEB2)
+    tagger.set_tags({'container_id://%s' % WEB1: ['pod_name:web-1'], 'container_id://%s' % WEB2: ['pod_name:web-2']})
+    gauges = run(node_wide(), dd_run_check, aggregator)
+    assert gauges[(('app:web', 'pod_name:web-1', 'team:a'), 'state:idle')] == 2
+    assert gauges[(('app:web', 'pod_name:web-2', 'team:a'), 'state:idle')] == 3
+
+
+def test_node_wide_an_app_that_goes_is_not_an_outage_but_no_workers_is(proc, dd_run_check, aggregator):
+    titled_app(proc, 100, name='shop', workers=2)
+    titled_app(proc, 200, name='billing', workers=0)
+    check = node_wide()
+    run(check, dd_run_check, aggregator)
+    aggregator.assert_service_check('gunicorn.is_running', AgentCheck.OK, tags=['team:a', 'app:shop'])
+    aggregator.assert_service_check(
+        'gunicorn.is_running', AgentCheck.CRITICAL, tags=['team:a', 'app:billing'], message='has no workers'
+    )
+    for pid in (100, 101, 102, 200):
+        proc.remove(pid)
+    assert run(check, dd_run_check, aggregator) == {}
+    assert aggregator.service_checks('gunicorn.is_running') == []
+    assert check.warnings == []
+
+
+def test_node_wide_past_max_apps_a_warning_names_how_many_were_left_out(proc, dd_run_check, aggregator):
+    for n, app in enumerate(['a', 'b', 'c', 'd']):
+        titled_app(proc, 100 * (n + 1), name=app, workers=1)
+    check = node_wide(max_apps=2, exclude=['d'])
+    run(check, dd_run_check, aggregator)
+    assert apps_reported(aggregator) == {'app:a': 1, 'app:b': 1}
+    assert len(check.warnings) == 1
+    assert (
+        '1 Gunicorn application(s)' in check.warnings[0] and 'app_autodiscovery.max_apps (2): c.' in check.warnings[0]
+    )
+
+
+@pytest.mark.parametrize('option', [{'proc_name': 'web'}, {'pid_file': '/run/web.pid'}, {'bind': ['127.0.0.1:8000']}])
+def test_node_wide_refuses_the_options_of_one_app(option, dd_run_check):
+    check = GunicornCheck('gunicorn', {}, [{'app_autodiscovery': {'enabled': True}, **option}])
+    with pytest.raises(Exception, match='ConfigurationError') as info:
+        dd_run_check(check)
+    name = next(iter(option))
+    assert '`%s` cannot be set beside `app_autodiscovery`' % name in str(info.value)
+
+
+@pytest.mark.parametrize(
+    'autodiscovery, hint',
+    [
+        ({'enabled': True, 'include': ['(']}, 'app_autodiscovery.include'),
+        ({'enabled': True, 'exclude': ['[a']}, 'app_autodiscovery.exclude'),
+        ({'enabled': True, 'max_apps': 0}, 'app_autodiscovery.max_apps'),
+        ({'enabled': 'yes'}, 'app_autodiscovery.enabled'),
+    ],
+)
+def test_node_wide_bad_options_name_the_option(autodiscovery, hint, dd_run_check):
+    check = GunicornCheck('gunicorn', {}, [{'app_autodiscovery': autodiscovery}])
+    with pytest.raises(Exception, match='ConfigurationError') as info:
+        dd_run_check(check)
+    assert hint in str(info.value)
+
+
+def test_node_wide_a_usr2_upgrade_is_one_app_as_in_single_app_mode(proc, dd_run_check, aggregator):
+    proc.add(100, 1, 'gunicorn: master [web]', children=(101, 102))
+    proc.add(101, 100, 'gunicorn: worker [web]')
+    proc.add(102, 100, 'gunicorn: master [web.2]', children=(103,))
+    proc.add(103, 102, 'gunicorn: worker [web.2]')
+    check = node_wide()
+    run(check, dd_run_check, aggregator)
+    assert apps_reported(aggregator) == {'app:web': 2}  # both masters' workers serve traffic; one app, not two
+    # The old master exits; the new one, re-parented, still shows `web.2` until it renames itself.
+    proc.remove(100)
+    proc.remove(101)
+    proc.set_stat(102, ppid=1, comm='gunicorn: maste')
+    run(check, dd_run_check, aggregator)
+    assert apps_reported(aggregator) == {'app:web': 1}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datadog_checks.base import AgentCheck, ConfigurationError
 
 from .base_compat import adapt_config_models
+from .collectors.app_discovery import AppDiscovery, AppSelection
 from .collectors.containers import ContainerTags, group_by_tags
 from .collectors.cpu import CpuSampler
 from .collectors.discovery import AppTree, Discovery
@@ -14,7 +15,15 @@ from .collectors.version import VersionReader
 from .collectors.working import WorkerCounts
 from .config_models import ConfigMixin
 from .configuration import Reads, one_line_error, procfs_root, unknown_options
-from .messages import bounded, control_socket_problem, explain_missing, no_workers_message, titles_missing_message
+from .messages import (
+    apps_left_out_message,
+    bounded,
+    control_socket_problem,
+    explain_missing,
+    no_workers_message,
+    process_table_unreadable_message,
+    titles_missing_message,
+)
 from .sources.control_socket.client import ControlSocketError
 from .sources.control_socket.monitor import ControlSocketMonitor, Health
 from .sources.procfs import ProcessKey, ProcFS, held_files_limit
@@ -34,7 +43,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         except ConfigurationError as exc:  # the base refuses a metric_patterns of the wrong shape here
             raise ConfigurationError(one_line_error(str(exc), (instances or [{}])[0])) from None
         self._config_warnings: list[str] = []
-        self._untitled_reported = False
+        self._untitled_reported: set[str] = set()  # apps warned about missing titles (one key in single-app mode)
         self._last_app: str | None = None  # with only a pid file, the name the master was last seen with
         self.check_initializations.append(self._configure)
 
@@ -58,7 +67,13 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         gunicorn = self.instance.get('gunicorn') or (self.init_config or {}).get('gunicorn')
         # The masters' and workers' stat and schedstat files stay open between runs (see ProcFS).
         self._procfs = procfs = ProcFS(procfs_root(), max_held=held_files_limit())
-        self._discovery = Discovery(procfs, self._app, self.log, pid_file=self._pid_file)
+        autodiscovery = self.config.app_autodiscovery
+        self._node_wide = bool(autodiscovery is not None and autodiscovery.enabled)
+        if self._node_wide:
+            selection = AppSelection.of(autodiscovery.include, autodiscovery.exclude, autodiscovery.max_apps)
+            self._discovery = AppDiscovery(procfs, None, self.log, selection=selection)
+        else:
+            self._discovery = Discovery(procfs, self._app, self.log, pid_file=self._pid_file)
         self._version = VersionReader(procfs, self.log, gunicorn)
         self._containers = ContainerTags(procfs, self.log)
         self._sampler = CpuSampler(procfs, self.log)
@@ -87,7 +102,9 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         groups = group_by_tags(trees, self._instance_tags, self._app, self._containers)
         self._report_discovery(trees)
         if not groups:
-            self._report_missing_master()
+            # On a node-wide instance no application is not an outage: its apps moved or stopped.
+            if not self._node_wide:
+                self._report_missing_master()
             return
         # Before the sample window: no control connection may stay open while the check sleeps.
         every_tree = [t for group in groups.values() for t in group]
@@ -154,11 +171,22 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         problem = self._discovery.pid_file_problem
         if problem is not None and trees:
             self.warning(bounded('%s; the master was found by proc_name %s instead' % (problem, self._app)))
-        untitled = [t for t in trees if t.titles_missing]
-        if untitled and not self._untitled_reported:
-            self.warning(titles_missing_message(self._app or untitled[0].app, untitled))
-        # Once per instance; again only if titles came back and went away.
-        self._untitled_reported = bool(untitled) or (self._untitled_reported and not trees)
+        if isinstance(self._discovery, AppDiscovery):
+            if self._discovery.left_out:
+                self.warning(apps_left_out_message(self._discovery.left_out, self._discovery.selection.max_apps))
+            if self._discovery.sightings.unreadable_root:
+                self.warning(process_table_unreadable_message(self._discovery.sightings))
+        # Once per application (single-app mode has one key); again only if its titles came back and went away.
+        key = (lambda t: t.app or '') if self._node_wide else (lambda t: '')
+        untitled: dict[str, list[AppTree]] = {}
+        for tree in trees:
+            if tree.titles_missing:
+                untitled.setdefault(key(tree), []).append(tree)
+        for app, app_trees in untitled.items():
+            if app not in self._untitled_reported:
+                self.warning(titles_missing_message(self._app or app_trees[0].app, app_trees))
+        present = {key(t) for t in trees}
+        self._untitled_reported = set(untitled) | {a for a in self._untitled_reported if a not in present}
 
     def _read_health(self, trees: list[AppTree]) -> list[tuple[ProcessKey, Health]]:
         found = []

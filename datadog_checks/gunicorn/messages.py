@@ -68,6 +68,23 @@ def titles_missing_message(app: str | None, trees: list[AppTree]) -> str:
     )
 
 
+def apps_left_out_message(left_out: list[str], max_apps: int) -> str:
+    shown = ', '.join(_name(app) or '' for app in left_out[:MAX_NAMES])
+    more = ' and %d more' % (len(left_out) - MAX_NAMES) if len(left_out) > MAX_NAMES else ''
+    return bounded(
+        '%d Gunicorn application(s) found on this host are not reported, past app_autodiscovery.max_apps (%d): '
+        '%s%s. Raise max_apps, or leave applications out with app_autodiscovery.exclude.'
+        % (len(left_out), max_apps, shown, more)
+    )
+
+
+def process_table_unreadable_message(seen: Sightings) -> str:
+    return bounded(
+        "Cannot list the processes under %s, so no Gunicorn application can be found: check the Agent's "
+        'procfs_path.' % seen.unreadable_root
+    )
+
+
 def no_workers_message(app: str | None, trees: list[AppTree]) -> str:
     masters = _pids(trees)
     if all(t.starting for t in trees):

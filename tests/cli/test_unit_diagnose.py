@@ -7,7 +7,8 @@ import os
 import pytest
 import yaml
 
-from datadog_checks.gunicorn.cli.diagnose import diagnose, explain_missing, render, suggested_config
+from datadog_checks.gunicorn.cli.diagnose import LOG, diagnose, explain_missing, render, render_apps, suggested_config
+from datadog_checks.gunicorn.collectors.app_discovery import AppSelection, list_apps
 from datadog_checks.gunicorn.collectors.discovery import Sightings
 from datadog_checks.gunicorn.sources.pidfile import StalePidFile
 from datadog_checks.gunicorn.sources.procfs import ProcFS
@@ -202,3 +203,17 @@ def test_heartbeat_ages_are_not_said_to_need_the_fds(tmp_path, fake):
     titled(fake, 100, 'web')
     (fd,) = [s for s in diagnose(procfs(tmp_path), 'web').sources if s.what == '/proc/PID/fd']
     assert fd.feeds.startswith('worker heartbeat age without the control socket;')
+
+
+def test_every_app_a_node_wide_instance_would_report_and_how_it_was_named(tmp_path, fake):
+    titled(fake, 100, 'web')
+    titled(fake, 200, 'web')
+    untitled(fake, 300, ['-n', 'billing', 'billing:app'])
+    untitled(fake, 400, ['reports.wsgi:application', '--password=hunter2'])
+    text = render_apps(list_apps(procfs(tmp_path), LOG, AppSelection()))
+    assert '  - web: master 100, 200, named by its title' in text
+    assert '  - billing: master 300, named by --name on its command line' in text
+    assert '  - reports.wsgi:application: master 400, named by the application on its command line' in text
+    assert 'hunter2' not in text
+    assert 'Applications for app_autodiscovery (3)' in text
+    assert render_apps([]).endswith('(0), each reported as app:<NAME>:\n  none\n')

@@ -413,7 +413,10 @@ def test_every_check_configuration_in_the_examples_validates():
     assert origins == {'helm', 'operator', 'web.checks'}, origins
     for origin, init_config, instance in configurations:
         check = load_models(init_config, instance)
-        assert check.config.proc_name == instance['proc_name'], origin
+        if 'app_autodiscovery' in instance:  # the node Agent's one instance for every application on its node
+            assert check.config.app_autodiscovery.enabled and check.config.proc_name is None, origin
+        else:
+            assert check.config.proc_name == instance['proc_name'], origin
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ import pwd
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ..collectors.app_discovery import AppSelection, FoundApp, list_apps
 from ..collectors.discovery import AppTree, Discovery, Master, Sightings, walk
 from ..configuration import DEFAULT_PROCFS_ROOT
 from ..messages import SETPROCTITLE_HINT, closest_names, explain_missing, what_was_seen
@@ -27,7 +28,7 @@ from ..sources.control_socket import locate
 from ..sources.control_socket.client import ControlSocketError, SocketMissing, SocketPermissionDenied
 from ..sources.pidfile import PidFiles
 from ..sources.procfs import ProcError, ProcFS
-from ..sources.redaction import app_name, redacted_command
+from ..sources.redaction import app_name, clip, redacted_command
 from ..sources.version import VersionError, installed_version
 
 CAP_SYS_PTRACE = 19  # include/uapi/linux/capability.h
@@ -586,6 +587,18 @@ def _list(values: Iterable[str]) -> str:
     return ', '.join(_scalar(v) for v in values)
 
 
+def render_apps(apps: list[FoundApp]) -> str:
+    """What a node-wide instance (`app_autodiscovery`) would report, and which rule named each application."""
+    out = ['', 'Applications for app_autodiscovery (%d), each reported as app:<NAME>:' % len(apps)]
+    if not apps:
+        out.append('  none')
+    for app in apps:
+        past = '' if app.reported else '  [past the default max_apps: not reported]'
+        masters = ', '.join(str(pid) for pid in app.masters)
+        out.append('  - %s: master %s, named by %s%s' % (clip(app.app, 200), masters, '; '.join(app.named_by), past))
+    return '\n'.join(out) + '\n'
+
+
 # Command line
 
 
@@ -607,4 +620,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     result = diagnose(ProcFS(args.procfs_path), args.proc_name, args.pid_file, args.control_socket)
     print(render(result), end='')
+    if not result.procfs_missing:
+        print(render_apps(list_apps(ProcFS(args.procfs_path), LOG, AppSelection())), end='')
     return 0 if result.ok else 1

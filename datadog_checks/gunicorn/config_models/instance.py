@@ -18,6 +18,17 @@ from . import defaults, validators
 SECURE_FIELD_NAMES = frozenset(['control_socket', 'gunicorn', 'pid_file'])
 
 
+class AppAutodiscovery(BaseModel):
+    model_config = ConfigDict(
+        arbitrary_types_allowed=True,
+        frozen=True,
+    )
+    enabled: Optional[bool] = None
+    exclude: Optional[tuple[str, ...]] = None
+    include: Optional[tuple[str, ...]] = None
+    max_apps: Optional[int] = None
+
+
 class MetricPatterns(BaseModel):
     model_config = ConfigDict(
         arbitrary_types_allowed=True,
@@ -33,6 +44,7 @@ class InstanceConfig(BaseModel):
         arbitrary_types_allowed=True,
         frozen=True,
     )
+    app_autodiscovery: Optional[AppAutodiscovery] = None
     bind: Optional[tuple[str, ...]] = None
     control_socket: Optional[str] = None
     control_socket_timeout: Optional[float] = None

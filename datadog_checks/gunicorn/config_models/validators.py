@@ -2,6 +2,7 @@
 
 import difflib
 import os
+import re
 
 from datadog_checks.gunicorn.configuration import parse_bind
 
@@ -26,6 +27,9 @@ def instance_bind(value, field=None, **kwargs):
 
 
 def initialize_instance(values, **kwargs):
+    if _autodiscovery_enabled(values):
+        refuse_single_app_options(values)
+        return values
     # The spec can only make options required one by one: either way of finding the master is enough. Empty values
     # are left to the options' own validators, whose messages say what the value should be.
     if values.get('proc_name') is None and values.get('pid_file') is None:
@@ -37,7 +41,8 @@ def initialize_instance(values, **kwargs):
         ]
         raise ValueError(
             '%sset `proc_name` (the name in `gunicorn: master [<proc_name>]`, or the `--name`/application module of '
-            'the Gunicorn command line) or `pid_file` (the absolute path given to Gunicorn\'s `--pid`), or both'
+            'the Gunicorn command line) or `pid_file` (the absolute path given to Gunicorn\'s `--pid`), or both; or enable '
+            '`app_autodiscovery` to watch every application on the host'
             % ''.join(typos)
         )
     return values
@@ -99,5 +104,61 @@ def instance_pid_file(value, field=None, **kwargs):
             "pid_file must be an absolute path, got %r: Gunicorn's --pid is relative to the master's working "
             'directory (its --chdir, or where it was started), not the Agent\'s; write the full path '
             '(`python -m datadog_checks.gunicorn diagnose` prints it)' % (value,)
+        )
+    return value
+
+
+# Options that describe one application: beside app_autodiscovery they would be applied to every application found.
+SINGLE_APP_OPTIONS = {
+    'proc_name': 'the instance would watch that one application, not every application on the host',
+    'pid_file': 'a pid file names the master of one application',
+    'bind': "the addresses of one application's listeners would be read as every application's",
+    'control_socket': "one application's control socket would be asked about every master",
+}
+
+
+def _autodiscovery_enabled(values):
+    autodiscovery = values.get('app_autodiscovery')
+    # Anything but false or absent counts, so that a wrong value reaches instance_app_autodiscovery's message.
+    return isinstance(autodiscovery, dict) and autodiscovery.get('enabled') not in (None, False)
+
+
+def refuse_single_app_options(values):
+    for option, why in SINGLE_APP_OPTIONS.items():
+        if values.get(option) is not None:
+            raise ValueError(
+                '`%s` cannot be set beside `app_autodiscovery`: %s; remove `%s` to watch every application, or '
+                'disable `app_autodiscovery` to watch this one' % (option, why, option)
+            )
+
+
+def instance_app_autodiscovery(value, field=None, **kwargs):
+    if not isinstance(value, dict):
+        raise ValueError(
+            'app_autodiscovery must be a mapping such as {enabled: true, include: [...], exclude: [...], '
+            'max_apps: 50}, got %r' % (value,)
+        )
+    enabled = value.get('enabled')
+    if enabled is not None and not isinstance(enabled, bool):
+        raise ValueError('app_autodiscovery.enabled must be true or false, got %r' % (enabled,))
+    for option in ('include', 'exclude'):
+        patterns = value.get(option)
+        if patterns is None:
+            continue
+        if not isinstance(patterns, (list, tuple)):
+            raise ValueError('app_autodiscovery.%s must be a list of regular expressions, got %r' % (option, patterns))
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except (re.error, TypeError) as exc:
+                raise ValueError(
+                    'app_autodiscovery.%s: %r is not a regular expression (%s); fix it or remove it'
+                    % (option, pattern, exc)
+                ) from None
+    max_apps = value.get('max_apps')
+    if max_apps is not None and (not isinstance(max_apps, int) or isinstance(max_apps, bool) or max_apps < 1):
+        raise ValueError(
+            'app_autodiscovery.max_apps must be a whole number of applications, at least 1, got %r; remove it to '
+            'use the default of 50' % (max_apps,)
         )
     return value

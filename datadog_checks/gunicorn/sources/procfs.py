@@ -19,6 +19,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
+from stat import S_ISREG
 from typing import NamedTuple, TypeVar
 
 from ..configuration import DEFAULT_PROCFS_ROOT
@@ -268,6 +269,19 @@ def parse_boot_time(data: bytes) -> int:
         if line.startswith(b'btime '):
             return int(line.split()[1])
     raise ValueError('no btime line')
+
+
+def parse_forks(data: bytes) -> int:
+    """The `processes` line of /proc/stat: processes and threads created since boot, in every PID namespace."""
+    for line in data.splitlines():
+        if line.startswith(b'processes '):
+            return int(line.split()[1])
+    raise ValueError('no processes line')
+
+
+def parse_last_pid(data: bytes) -> int:
+    """The last field of /proc/loadavg: the pid most recently allocated in the reader's PID namespace."""
+    return int(data.split()[4])
 
 
 def parse_environ(data: bytes, names: frozenset[str]) -> dict[str, str]:
@@ -678,6 +692,79 @@ class ProcFS:
 
     def read_boot_time(self) -> int:
         return self._read_root_file('stat', parse_boot_time, 'no boot time')
+
+    def read_forks(self) -> int:
+        """How many processes and threads the kernel has created since boot: unchanged means none was."""
+        return self._read_root_file('stat', parse_forks, 'no fork count')
+
+    def read_last_pid(self) -> int | None:
+        """The pid the kernel allocated last, when this root is the proc of this process's own PID namespace; else
+        None. /proc/loadavg reports it for the namespace of whoever reads it, not for the namespace of the mount, so
+        it means something only when `self` under the root is this process (the Agent sharing the host's PIDs)."""
+        try:
+            if os.readlink('%s/self' % self.root) != str(os.getpid()):
+                return None
+        except OSError:
+            return None
+        try:
+            return self._read_root_file('loadavg', parse_last_pid, 'no last pid')
+        except ProcUnsupported:
+            return None
+
+    def read_pid_max(self) -> int | None:
+        """kernel.pid_max: pids are allocated below it, then wrap around (to 300, RESERVED_PIDS in kernel/pid.c)."""
+        try:
+            return self._read_root_file('sys/kernel/pid_max', int, 'no pid_max')
+        except ProcUnsupported:
+            return None
+
+    def read_tgid(self, pid: int) -> int:
+        """The process a task id belongs to: itself for a process, another pid for one of its threads. /proc/TID is
+        there for every thread too, though the listing of the root shows processes only."""
+        tgid = _status_value(self._read(pid, 'status'), b'Tgid:')
+        if tgid is None:
+            raise ProcessGone(pid, self.path(pid, 'status'), 'no Tgid line')
+        return int(tgid)
+
+    def read_file_of(self, pid: int, path: str, max_bytes: int) -> bytes:
+        """A regular file as process `pid` names it: relative to its working directory, absolute within its root.
+
+        Every component is opened without following symbolic links: through /proc/PID/root an absolute link would
+        resolve against this process's root, not the other one's, and a link could lead anywhere the Agent may read.
+        `..` is refused for the same reason. A FIFO or device would block or never end: only a regular file of at
+        most `max_bytes` is read. Needs ptrace-level access to the process (its cwd and root links).
+        """
+        parts = [part for part in path.split('/') if part not in ('', '.')]
+        where = self.path(pid, 'root' if path.startswith('/') else 'cwd')
+        shown = '%s -> %s' % (where, path)
+        if not parts or '..' in parts:
+            raise ProcessAccessDenied(pid, shown, 'not a plain path')
+        opened: list[int] = []
+        try:
+            directory = os.open(where, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            opened.append(directory)
+            for part in parts[:-1]:
+                directory = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
+                opened.append(directory)
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=directory)
+            opened.append(fd)
+            info = os.fstat(fd)
+            if not S_ISREG(info.st_mode):
+                raise ProcessAccessDenied(pid, shown, 'not a regular file')
+            if info.st_size > max_bytes:
+                raise ProcTooLarge(pid, shown, 'larger than %d bytes' % max_bytes)
+            data = os.read(fd, max_bytes + 1)
+        except OSError as exc:
+            # ELOOP: a symbolic link where a file or directory was expected. A missing file is not the process gone.
+            if isinstance(exc, FileNotFoundError) and os.path.exists(self.path(pid)):
+                raise ProcUnsupported(pid, shown, 'no such file') from exc
+            raise _proc_error(exc, pid, shown) from exc
+        finally:
+            for fd in reversed(opened):
+                os.close(fd)
+        if len(data) > max_bytes:
+            raise ProcTooLarge(pid, shown, 'larger than %d bytes' % max_bytes)
+        return data
 
     def _read_root_file(self, name: str, parse: Callable[[bytes], T], failure: str) -> T:
         """A system-wide file directly under the root, parsed; any failure is the root's, not a process's."""

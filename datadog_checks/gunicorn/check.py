@@ -23,6 +23,7 @@ from .messages import (
     no_workers_message,
     process_table_unreadable_message,
     titles_missing_message,
+    version_unknown_message,
 )
 from .sources.control_socket.client import ControlSocketError
 from .sources.control_socket.monitor import ControlSocketMonitor, Health
@@ -286,7 +287,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
     @AgentCheck.metadata_entrypoint
     def _collect_version(self, trees: list[AppTree]) -> None:
         found = self._version.read(trees)  # once per master: reading it costs file reads or a subprocess
-        if found is not None and found.warning:
-            self.warning(found.warning)
+        if found is not None and found.problem:
+            self.warning(version_unknown_message(found.master_pid, found.problem))
         if found is not None and found.version:
             self.set_metadata('version', found.version)

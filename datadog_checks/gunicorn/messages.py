@@ -210,6 +210,10 @@ def control_socket_problem(
     return bounded('%s: %s' % (lost, telling))
 
 
+def version_unknown_message(master_pid: int, why: str) -> str:
+    return bounded('No Gunicorn version metadata for master %d: %s.' % (master_pid, why.rstrip('.')))
+
+
 def bounded(text: str) -> str:
     return clip(text, MESSAGE_CHARS)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from ..messages import bounded
 from ..sources.procfs import ProcError, ProcessKey, ProcFS
 from ..sources.version import VersionError, installed_version, read_version
 from .discovery import AppTree
@@ -16,7 +15,8 @@ DEFAULT_COMMAND = 'gunicorn'
 @dataclass
 class VersionFound:
     version: str | None
-    warning: str | None = None
+    problem: str | None = None  # why no version could be read (the check words the warning: messages.py)
+    master_pid: int | None = None
 
 
 class VersionReader:
@@ -39,7 +39,7 @@ class VersionReader:
             try:
                 return VersionFound(read_version(self.configured))
             except VersionError as exc:
-                return VersionFound(None, self._unknown(tree, 'the `gunicorn` option failed: %s' % exc))
+                return VersionFound(None, 'the `gunicorn` option failed: %s' % exc, tree.master.pid)
         argv = () if tree.titled else self._argv(tree)
         try:
             return VersionFound(installed_version(self.procfs, tree.master.pid, argv))
@@ -51,11 +51,9 @@ class VersionReader:
             self.log.debug('Gunicorn version of master %s: %s; %s', tree.master.pid, from_master, exc)
         return VersionFound(
             None,
-            self._unknown(
-                tree,
-                "%s, and `gunicorn` is not on the Agent's PATH. Set the `gunicorn` option to the application's own "
-                '(for example /srv/app/venv/bin/gunicorn)' % from_master,
-            ),
+            "%s, and `gunicorn` is not on the Agent's PATH. Set the `gunicorn` option to the application's own "
+            '(for example /srv/app/venv/bin/gunicorn)' % from_master,
+            tree.master.pid,
         )
 
     def _argv(self, tree: AppTree) -> tuple[str, ...]:
@@ -63,7 +61,3 @@ class VersionReader:
             return tuple(self.procfs.read_cmdline(tree.master.pid))
         except ProcError:
             return ()  # gone: the next master's turn comes
-
-    @staticmethod
-    def _unknown(tree: AppTree, why: str) -> str:
-        return bounded('No Gunicorn version metadata for master %d: %s.' % (tree.master.pid, why.rstrip('.')))

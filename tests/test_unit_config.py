@@ -206,3 +206,19 @@ def test_parse_bind(text, family, ip, port, path, canonical):
 def test_parse_bind_refuses_what_it_would_have_to_guess(text):
     with pytest.raises(ValueError):
         parse_bind(text)
+
+
+def test_the_trusted_provider_refusal_keeps_the_bases_sentence_and_says_where_to_set_the_option():
+    # How datadog-checks-base 37.33.0+ words the guard, under its models header: the value is not what is wrong.
+    from datadog_checks.gunicorn.configuration import one_line_error
+
+    base = (
+        'Detected 1 error while loading configuration model `InstanceConfig`:\n'
+        'control_socket\n'
+        "  Value error, Field 'control_socket' is not allowed from untrusted provider 'kubernetes'"
+    )
+    message = one_line_error(base, {'proc_name': 'web', 'control_socket': '/run/web.ctl'})
+    assert message == (
+        "Field 'control_socket' is not allowed from untrusted provider 'kubernetes'; set it in the Agent's "
+        'configuration files (conf.d/gunicorn.d/conf.yaml), a trusted provider'
+    )

@@ -74,6 +74,12 @@ def one_line_error(message: str, options: Mapping[str, Any]) -> str:
         option = where.split(' -> ')[0].strip()
         if not option or what.startswith(option):  # a validator's own sentence already names the option
             problems.append(what)
+        elif what.startswith("Field '%s' is not allowed from untrusted provider" % option):
+            # The base's trusted-provider guard (7.78.0+): the value is fine, its source is not.
+            problems.append(
+                "%s; set it in the Agent's configuration files (conf.d/gunicorn.d/conf.yaml), a trusted provider"
+                % what.rstrip('.')
+            )
         elif option in _EXPECTED:
             problems.append('%s must be %s, got %s' % (option, _EXPECTED[option], _shown(options.get(option))))
         else:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -32,9 +31,7 @@ from . import netlink
 from .listener_stats import listener_stats
 from .proc_net import read_net_tcp, read_net_tcp_listening, read_net_unix
 from .rows import SOCK_STREAM, TCP_LISTEN, ListenerStats, TcpRow, UnixRow
-
-# One deadline for the netlink dumps of a run; an answer is normally back in well under a millisecond.
-DIAG_TIMEOUT_SECONDS = 0.5
+from .shared_dump import DIAG_TIMEOUT_SECONDS, SharedTcpDump, dump_tcp
 
 
 @dataclass
@@ -46,11 +43,17 @@ class SocketTables:
     # One netlink socket for every dump of every run. close() (the check's cancel()) closes it for good: a cancelled
     # check that runs anyway opens a socket per dump and holds nothing.
     session: netlink.Session | None = field(default_factory=netlink.Session)
+    # Given, the run's TCP dump shared with other apps' tables (see expect), whose session this one uses instead.
+    shared: SharedTcpDump | None = None
     _namespaces: dict[ProcessKey, bool] = field(default_factory=dict)
     _unix_capacity: dict[int, int | None] = field(default_factory=dict)
     _unix_seen: set[int] = field(default_factory=set)
     _diag_unsupported: bool = False
     _told_diag_failed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.shared is not None:
+            self.session = self.shared.session
 
     def listening(self, pid: int) -> dict[int, BindAddress]:
         """Listening socket inode -> address, in the network namespace of `pid` (ProcError when unreadable)."""
@@ -90,10 +93,18 @@ class SocketTables:
                 found[(s.address, s.listen_inodes)] = s
         return list(found.values()), missing
 
+    def expect(self, master: Stat, addresses: Sequence[BindAddress]) -> None:
+        """Before `queues(master, addresses)` in this run: the TCP ports it will ask inet_diag about go into the
+        shared dump, so that one dump per family serves this master and the other apps'. Reads nothing else."""
+        inet = [a for a in addresses if a.family != socket.AF_UNIX]
+        if self.shared is not None and inet and not self._diag_unsupported and self._shares_namespace(master):
+            self.shared.want({a.family for a in inet}, {a.port for a in inet})
+
     def close(self) -> None:
-        if self.session is not None:
+        # A shared session is the shared dump's to close (the check's cancel()): other apps' tables still use it.
+        if self.session is not None and self.shared is None:
             self.session.close()
-            self.session = None
+        self.session = None
 
     def prune(self, masters: Sequence[ProcessKey]) -> None:
         """Forget masters and sockets not seen since the previous prune (once per run)."""
@@ -120,13 +131,10 @@ class SocketTables:
         return read_net_tcp(self.procfs, master.pid, local_ports=ports, families=families), {}
 
     def _tcp_from_diag(self, families: list[int], ports: set[int]) -> tuple[list[TcpRow], dict[int, int]]:
-        deadline = time.monotonic() + DIAG_TIMEOUT_SECONDS
-        rows: list[TcpRow] = []
-        for family in families:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise netlink.SockDiagTimeout('inet_diag dumps not finished after %.1fs' % DIAG_TIMEOUT_SECONDS)
-            rows += self.tcp_sockets(family, ports, timeout_s=remaining, session=self.session)
+        if self.shared is not None and self.shared.covers(families, ports):
+            rows = self.shared.rows(families, ports)
+        else:
+            rows = dump_tcp(self.tcp_sockets, self.session, dict.fromkeys(families, ports))
         # inet_diag gives a listener's capacity as its tx_queue, which /proc does not show.
         return rows, {r.inode: r.tx_queue for r in rows if r.state == TCP_LISTEN}
 

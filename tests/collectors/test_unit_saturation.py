@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import logging
+import socket
 
 from datadog_checks.gunicorn.collectors.saturation import SaturationCollector, control_socket_hints
 from datadog_checks.gunicorn.collectors.working import WorkerCounts, WorkerModel
 from datadog_checks.gunicorn.sources.control_socket import replies
 from datadog_checks.gunicorn.sources.control_socket.monitor import Health
 from datadog_checks.gunicorn.sources.procfs import ProcessKey
+from datadog_checks.gunicorn.sources.sockets.shared_dump import SharedTcpDump
 
 from ..fakeapp import APP, LISTEN, app, tree
+from ..sources.sockets.test_unit_shared_dump import RecordingDiag, host_sockets
+
+OTHER = '127.0.0.1:9000'
 
 
 def collector(procfs, bind=()):
@@ -115,6 +120,29 @@ def test_a_master_gone_since_discovery_reports_no_listener(fake, procfs):
     fake.remove(100)
     report = collector(procfs, bind=[APP]).collect([t], WorkerCounts(0, 3))
     assert report.listeners == () and report.problems == ()
+
+
+def test_collectors_sharing_a_dump_name_their_ports_first_and_dump_once(fake, procfs):
+    app(fake)
+    fake.add(200, 1, 'gunicorn: master [b]', children=(201,))
+    fake.add(201, 200, 'gunicorn: worker [b]')
+    diag = RecordingDiag(tcp=host_sockets())
+    shared = SharedTcpDump(tcp_sockets=diag.tcp_sockets)
+    log = logging.getLogger('test')
+    # The first app's listeners come from its processes' sockets, the second's from its bind option.
+    collectors = [SaturationCollector(procfs, log, shared=shared), SaturationCollector(procfs, log, [OTHER], shared)]
+    procfs.shares_network_namespace = lambda pid: True
+    groups = [[tree(procfs)], [tree(procfs, master=200, workers=(201,))]]
+    shared.start_run()
+    for col, trees in zip(collectors, groups, strict=True):
+        col.prepare(trees)
+    assert diag.asked == []  # nothing is dumped before every collector has named its ports
+    reports = [col.collect(trees, WorkerCounts(0, 3)) for col, trees in zip(collectors, groups, strict=True)]
+    assert diag.asked == [(socket.AF_INET, [8000, 9000])]
+    assert [[(s.address, s.queued, s.in_flight, s.max_backlog) for s in r.listeners] for r in reports] == [
+        [(APP, 2, 1, 2048)],
+        [(OTHER, 1, 1, 128)],
+    ]
 
 
 def _health(listeners=(), bind=(), worker_class=None, threads=None):

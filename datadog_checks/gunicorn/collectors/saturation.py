@@ -12,6 +12,9 @@ Collaborators, one job each: listeners.ListenerFinder (which sockets are the app
 From the control socket (Gunicorn 25.1+), when the check reaches it: `collect(announced=...)` takes the addresses of
 `show listeners` per master pid, and `worker_class`/`threads` come from `show config` (see `control_socket_hints`);
 both are optional and exact when given.
+
+Several collectors (one per group of a node-wide instance) share one inet_diag dump per run when given one
+`SharedTcpDump`: each is told its masters first (`prepare`), so that the dump knows every port before it is made.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from ..configuration import BindAddress, parse_bind
 from ..sources.control_socket.monitor import Health
 from ..sources.procfs import ProcError, ProcessAccessDenied, ProcessGone, ProcessKey, ProcFS
 from ..sources.sockets.rows import ListenerStats, SocketTableError
+from ..sources.sockets.shared_dump import SharedTcpDump
 from ..sources.sockets.tables import SocketTables
 from .discovery import AppTree
 from .fds import FdReader
-from .listeners import SOURCE_BIND, SOURCE_SOCKETS, ListenerFinder
+from .listeners import SOURCE_BIND, SOURCE_SOCKETS, AppListeners, ListenerFinder
 from .working import WorkerCounts, WorkerModel, combine_working, worker_model
 
 
@@ -45,17 +49,29 @@ class SaturationCollector:
     procfs: ProcFS
     log: logging.Logger | logging.LoggerAdapter
     bind: Sequence[str] = ()
+    shared: SharedTcpDump | None = None  # the TCP dump of each run, shared with other collectors
     fds: FdReader = field(init=False)
     finder: ListenerFinder = field(init=False)
     tables: SocketTables = field(init=False)
     _missing: set[BindAddress] = field(default_factory=set)
+    _prepared: dict[ProcessKey, AppListeners | None] = field(default_factory=dict)  # this run's, from prepare()
     _told_denied: bool = False
 
     def __post_init__(self) -> None:
         self.fds = FdReader(self.procfs, self.log)
         configured = tuple(dict.fromkeys(parse_bind(text) for text in self.bind))
-        self.tables = SocketTables(self.procfs, self.log)
+        self.tables = SocketTables(self.procfs, self.log, shared=self.shared)
         self.finder = ListenerFinder(self.tables, self.log, self.fds, configured)
+
+    def prepare(self, trees: list[AppTree], announced: Mapping[int, Sequence[str]] | None = None) -> None:
+        """The first pass of a run whose TCP dump is shared: find the listeners of every master in `trees` and tell
+        the shared dump their ports. `collect` then uses them; without this pass it finds them itself."""
+        self._prepared = {}
+        for tree in trees:
+            listeners = self.finder.find(tree, None if announced is None else announced.get(tree.master.pid))
+            self._prepared[tree.master.key] = listeners
+            if listeners is not None:
+                self.tables.expect(tree.master, listeners.addresses)
 
     def collect(
         self,
@@ -94,6 +110,7 @@ class SaturationCollector:
             accepted = frozenset().union(*(s.accepted_inodes for s in listeners))
             split = combine_working(cpu, in_flight, self._working_without_connection(trees, cpu, in_flight, accepted))
 
+        self._prepared = {}
         masters = [t.master.key for t in trees]
         self.finder.prune(masters)
         self.tables.prune(masters)
@@ -107,7 +124,8 @@ class SaturationCollector:
         self, tree: AppTree, announced: Sequence[str] | None
     ) -> tuple[list[ListenerStats] | None, set[BindAddress]]:
         """The figures of one master's listeners (None when unknown) and the configured addresses without one."""
-        listeners = self.finder.find(tree, announced)
+        key = tree.master.key
+        listeners = self._prepared[key] if key in self._prepared else self.finder.find(tree, announced)
         if listeners is None:
             return None, set()
         master = tree.master

@@ -29,6 +29,7 @@ from .sources.control_socket.client import ControlSocketError
 from .sources.control_socket.monitor import ControlSocketMonitor, Health
 from .sources.procfs import ProcessKey, ProcFS, held_files_limit
 from .sources.redaction import app_name
+from .sources.sockets.shared_dump import SharedTcpDump
 
 # Before any instance loads its models: on an Agent older than 7.78.0 they must run as that Agent runs every check's.
 adapt_config_models()
@@ -81,6 +82,8 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         # Usage history (CPU deltas, worker churn) is kept per tag set: each container's masters have their own.
         self._resources: dict[tuple[str, ...], ResourceTracker] = {}
         self._saturation: dict[tuple[str, ...], SaturationCollector] = {}  # listeners and fd evidence, per tag set
+        # One inet_diag dump per family per run for the masters of every tag set, and one netlink socket for them.
+        self._tcp_dump = SharedTcpDump()
         self._control = ControlSocketMonitor(
             procfs, self.log, self.config.control_socket, self.config.control_socket_timeout
         )
@@ -93,6 +96,7 @@ class GunicornCheck(AgentCheck, ConfigMixin):
             self._procfs.close()
             for collector in self._saturation.values():
                 collector.close()
+            self._tcp_dump.close()
 
     def check(self, _):
         for warning in self._config_warnings:
@@ -114,11 +118,13 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         # A worker running several threads is sampled over all of them (gthread computes in its pool threads).
         threads = {w.pid: w.num_threads for group in groups.values() for t in group for w in t.workers}
         windows, worker_cpu = self._sampler.count_groups(workers, self.config.cpu_sample_interval, threads)
+        masters = {tags: {t.master.key for t in group} for tags, group in groups.items()}
+        healths = {tags: [(key, h) for key, h in health if key in masters[tags]] for tags in groups}
+        saturations = self._read_saturation(groups, windows, healths)
         for tags, group in groups.items():
             tag_list = list(tags)
-            masters = {t.master.key for t in group}
-            group_health = [(key, h) for key, h in health if key in masters]
-            saturation = self._read_saturation(tags, group, windows[tags], group_health)
+            group_health = healths[tags]
+            saturation = saturations.get(tags)
             counts = saturation.workers if saturation is not None else windows[tags]
             if counts.total:
                 self.service_check(self.SERVICE_CHECK, AgentCheck.OK, tags=tag_list)
@@ -140,14 +146,38 @@ class GunicornCheck(AgentCheck, ConfigMixin):
         self._collect_version(trees)
 
     def _read_saturation(
-        self, tags: tuple[str, ...], group: list[AppTree], window: WorkerCounts, health: list[tuple[ProcessKey, Health]]
-    ) -> SaturationReport | None:
-        """The group's listeners and the worker split they complete; None when no metric of theirs is sent."""
+        self,
+        groups: dict[tuple[str, ...], list[AppTree]],
+        windows: dict[tuple[str, ...], WorkerCounts],
+        healths: dict[tuple[str, ...], list[tuple[ProcessKey, Health]]],
+    ) -> dict[tuple[str, ...], SaturationReport]:
+        """Each group's listeners and the worker split they complete; empty when no metric of theirs is sent.
+
+        In two passes, so that the masters of every group in the Agent's network namespace share one inet_diag dump
+        per family: every group's collector first names its listeners to the shared dump, then each collects.
+        """
         if not self._reads.socket_tables:
-            return None
-        if tags not in self._saturation:
-            self._saturation[tags] = SaturationCollector(self._procfs, self.log, self.config.bind or ())
-        saturation = self._saturation[tags].collect(group, window, *control_socket_hints(health))
+            return {}
+        self._tcp_dump.start_run()
+        hints = {tags: control_socket_hints(healths[tags]) for tags in groups}
+        for tags, group in groups.items():
+            if tags not in self._saturation:
+                self._saturation[tags] = SaturationCollector(
+                    self._procfs, self.log, self.config.bind or (), self._tcp_dump
+                )
+            self._saturation[tags].prepare(group, hints[tags][0])
+        return {
+            tags: self._collect_saturation(tags, group, windows[tags], hints[tags]) for tags, group in groups.items()
+        }
+
+    def _collect_saturation(
+        self,
+        tags: tuple[str, ...],
+        group: list[AppTree],
+        window: WorkerCounts,
+        hints: tuple[dict[int, list[str]], str | None, int | None],
+    ) -> SaturationReport:
+        saturation = self._saturation[tags].collect(group, window, *hints)
         self.log.debug(
             '%s: %d working and %d idle %s workers (CPU window: %d working; in flight: %s)',
             tags,

@@ -16,6 +16,10 @@ caller's), through /proc/MASTER/net/tcp{,6} otherwise - only the families the li
 unknown. Unix sockets always through /proc/MASTER/net/unix, which works in any namespace; their capacity comes from
 unix_diag once per listening socket (a listen() backlog does not change) and is absent for another namespace's.
 The listening sockets alone (to tell which belong to the app) come from the LISTEN prefix of the TCP tables.
+
+A dump costs the kernel's walk of its whole established hash, whatever the filter: tables given a SharedTcpDump (one
+per check) share one dump per family per run with every other app whose master was named beforehand (`expect`), so a
+node-wide run of N apps pays for one dump, not N.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from stat import S_ISREG
 from typing import NamedTuple, TypeVar
 
 from ..configuration import DEFAULT_PROCFS_ROOT
+from .beneath import open_beneath
 
 T = TypeVar('T')
 
@@ -739,29 +740,23 @@ class ProcFS:
         shown = '%s -> %s' % (where, path)
         if not parts or '..' in parts:
             raise ProcessAccessDenied(pid, shown, 'not a plain path')
-        opened: list[int] = []
         try:
-            directory = os.open(where, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            opened.append(directory)
-            for part in parts[:-1]:
-                directory = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
-                opened.append(directory)
-            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=directory)
-            opened.append(fd)
-            info = os.fstat(fd)
-            if not S_ISREG(info.st_mode):
-                raise ProcessAccessDenied(pid, shown, 'not a regular file')
-            if info.st_size > max_bytes:
-                raise ProcTooLarge(pid, shown, 'larger than %d bytes' % max_bytes)
-            data = os.read(fd, max_bytes + 1)
+            # O_NONBLOCK: the last component is reopened for reading before its type is known, and a FIFO would block.
+            fd = open_beneath(where, path, os.O_RDONLY | os.O_NONBLOCK)
+            try:
+                info = os.fstat(fd)
+                if not S_ISREG(info.st_mode):
+                    raise ProcessAccessDenied(pid, shown, 'not a regular file')
+                if info.st_size > max_bytes:
+                    raise ProcTooLarge(pid, shown, 'larger than %d bytes' % max_bytes)
+                data = os.read(fd, max_bytes + 1)
+            finally:
+                os.close(fd)
         except OSError as exc:
-            # ELOOP: a symbolic link where a file or directory was expected. A missing file is not the process gone.
+            # ELOOP (LinkRefused): a symbolic link on the way. A missing file is not the process gone.
             if isinstance(exc, FileNotFoundError) and os.path.exists(self.path(pid)):
                 raise ProcUnsupported(pid, shown, 'no such file') from exc
             raise _proc_error(exc, pid, shown) from exc
-        finally:
-            for fd in reversed(opened):
-                os.close(fd)
         if len(data) > max_bytes:
             raise ProcTooLarge(pid, shown, 'larger than %d bytes' % max_bytes)
         return data

@@ -62,7 +62,7 @@ def read_version(setting: str | list[str], timeout: float = TIMEOUT_SECONDS) -> 
 def installed_version(procfs: ProcFS, pid: int, argv: Sequence[str] = ()) -> str:
     """The version of the Gunicorn installed where master `pid` imports it from; VersionError saying why not."""
     start = _root(procfs, pid)
-    directories = _packages_directories(procfs, pid, argv)
+    directories = _packages_directories(procfs, pid, start, argv)
     if not directories:
         raise VersionError(
             'no site-packages of master %d is known: its /proc/PID/maps needs ptrace-level access (root or '
@@ -93,7 +93,7 @@ def _root(procfs: ProcFS, pid: int) -> str:
     return '/' if shared else procfs.path(pid, 'root')
 
 
-def _packages_directories(procfs: ProcFS, pid: int, argv: Sequence[str]) -> list[str]:
+def _packages_directories(procfs: ProcFS, pid: int, start: str, argv: Sequence[str]) -> list[str]:
     """Directories named site-packages or dist-packages the master imports from, most telling first."""
     found: dict[str, None] = {}
     try:
@@ -110,14 +110,14 @@ def _packages_directories(procfs: ProcFS, pid: int, argv: Sequence[str]) -> list
     for program in argv[:2]:
         if os.path.isabs(program) and os.path.basename(os.path.dirname(program)) == 'bin':
             prefix = os.path.dirname(os.path.dirname(program))
-            for lib in _python_libraries(procfs, pid, prefix):
+            for lib in _python_libraries(start, prefix):
                 found[lib] = None
     return list(found)
 
 
-def _python_libraries(procfs: ProcFS, pid: int, prefix: str) -> list[str]:
+def _python_libraries(start: str, prefix: str) -> list[str]:
     try:
-        names = _listdir(_root(procfs, pid), prefix + '/lib')
+        names = _listdir(start, prefix + '/lib')
     except OSError:
         return []
     return ['%s/lib/%s/site-packages' % (prefix, name) for name in sorted(names) if name.startswith('python')]

@@ -41,9 +41,8 @@ def initialize_instance(values, **kwargs):
         ]
         raise ValueError(
             '%sset `proc_name` (the name in `gunicorn: master [<proc_name>]`, or the `--name`/application module of '
-            'the Gunicorn command line) or `pid_file` (the absolute path given to Gunicorn\'s `--pid`), or both; or enable '
-            '`app_autodiscovery` to watch every application on the host'
-            % ''.join(typos)
+            'the Gunicorn command line) or `pid_file` (the absolute path given to Gunicorn\'s `--pid`), or both; or '
+            'enable `app_autodiscovery` to watch every application on the host' % ''.join(typos)
         )
     return values
 

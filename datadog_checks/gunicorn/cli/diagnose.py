@@ -197,8 +197,8 @@ def _absolute_pid_file(procfs: ProcFS, pid: int, pid_file: str, notes: list[str]
     if os.path.isabs(pid_file):
         return os.path.normpath(pid_file)
     try:
-        cwd = os.readlink(procfs.path(pid, 'cwd'))
-    except OSError:
+        cwd = procfs.read_cwd(pid)
+    except ProcError:
         notes.append(
             "pid_file left out: Gunicorn's --pid %s is relative to the master's working directory, which this user "
             'may not read; write its absolute path' % redacted_command([pid_file], max_chars=200)

@@ -682,6 +682,14 @@ class ProcFS:
             raise _proc_error(exc, pid, path) from exc
         return parse_mapped_paths(b''.join(chunks))
 
+    def read_cwd(self, pid: int) -> str:
+        """`pid`'s working directory, where Gunicorn resolves its relative paths (ptrace-level access)."""
+        path = self.path(pid, 'cwd')
+        try:
+            return os.readlink(path)
+        except OSError as exc:
+            raise _proc_error(exc, pid, path) from exc
+
     def shares_root(self, pid: int) -> bool | None:
         """Whether `pid`'s root directory is this process's (None when /proc/PID/root may not be followed)."""
         try:

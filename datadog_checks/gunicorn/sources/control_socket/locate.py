@@ -221,7 +221,7 @@ def candidates(
     argv = _read(procfs.read_cmdline, master.pid) or []
     if '--no-control-socket' in argv:
         return None
-    cwd = _cwd(procfs, master.pid)
+    cwd = _read(procfs.read_cwd, master.pid)  # None without ptrace-level access
     held = _read(lambda pid: socket_inodes(procfs.read_fd_links(pid)), master.pid)
     if held is not None:
         found += [(path, "the master's own listening socket", True) for path in _own_listeners(procfs, master, held)]
@@ -288,13 +288,6 @@ def _read(read: Callable[[int], Any], pid: int) -> Any:
         return read(pid)
     except ProcError:
         return None  # gone (the check finds out next run) or needs ptrace-level access: that source says nothing
-
-
-def _cwd(procfs: ProcFS, pid: int) -> str | None:
-    try:
-        return os.readlink(procfs.path(pid, 'cwd'))
-    except OSError:
-        return None  # ptrace-level access only
 
 
 def _absolute(path: str, cwd: str | None) -> str:
